@@ -1,0 +1,97 @@
+"""Joint transforms on ``(uint8 3 x H x W image, uint8 H x W mask)`` tensors.
+
+Flips, 90-degree rotations and crops move pixels without interpolating, so the mask keeps
+exact class ids; ``Resize`` uses bilinear for the image and NEAREST for the mask.
+"""
+import random
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from .p2 import IGNORE_INDEX
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = transforms
+
+    def __call__(self, image, mask):
+        for t in self.transforms:
+            image, mask = t(image, mask)
+        return image, mask
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def __call__(self, image, mask):
+        if random.random() < self.p:
+            return image.flip(-1), mask.flip(-1)
+        return image, mask
+
+
+class RandomVerticalFlip(RandomHorizontalFlip):
+    def __call__(self, image, mask):
+        if random.random() < self.p:
+            return image.flip(-2), mask.flip(-2)
+        return image, mask
+
+
+class RandomRotate90:
+    """Rotate by 0/90/180/270 degrees (aerial tiles have no "up"); non-square: 0/180 only."""
+
+    def __call__(self, image, mask):
+        k = random.randrange(4) if mask.shape[0] == mask.shape[1] else random.choice((0, 2))
+        return image.rot90(k, (-2, -1)), mask.rot90(k, (-2, -1))
+
+
+class RandomCrop:
+    """Random ``size x size`` crop; smaller inputs are padded (image 0, mask IGNORE_INDEX)."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, image, mask):
+        h, w = mask.shape
+        ph, pw = max(self.size - h, 0), max(self.size - w, 0)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0)
+            mask = F.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
+            h, w = mask.shape
+        top, left = random.randint(0, h - self.size), random.randint(0, w - self.size)
+        return (image[:, top:top + self.size, left:left + self.size],
+                mask[top:top + self.size, left:left + self.size])
+
+
+class Resize:
+    def __init__(self, size):
+        self.size = [size, size] if isinstance(size, int) else list(size)
+
+    def __call__(self, image, mask):
+        if list(mask.shape) == self.size:
+            return image, mask
+        image = TF.resize(image, self.size, InterpolationMode.BILINEAR, antialias=True)
+        mask = TF.resize(mask[None], self.size, InterpolationMode.NEAREST)[0]
+        return image, mask
+
+
+def get_transform(train, crop_size=None, flips=True, rotate=True):
+    ts = []
+    if train:
+        if flips:
+            ts += [RandomHorizontalFlip(), RandomVerticalFlip()]
+        if rotate:
+            ts.append(RandomRotate90())
+        if crop_size:
+            ts.append(RandomCrop(crop_size))
+    return Compose(ts)
+
+
+def to_float(images, mean, std):
+    """uint8 N x 3 x H x W (on any device) -> normalised float: ``(x/255 - mean) / std``."""
+    mean = torch.as_tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean) / std
