@@ -76,6 +76,22 @@ def log(*a, **kw):
         print(*a, **kw, flush=True)
 
 
+def wrap_model(model, device, channels_last=False, sync_bn=False):
+    """Device/memory format, then SyncBatchNorm and DDP when distributed.
+
+    Returns ``(model, model_without_ddp)``; they are the same object in a single process.
+    """
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if not is_dist():
+        return model, model
+    if sync_bn:
+        if device.type != "cuda":
+            raise SystemExit("error: --sync-bn needs CUDA (PyTorch's SyncBatchNorm does not run on CPU)")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return ddp, model
+
+
 def cleanup_distributed():
     if is_dist():
         dist.destroy_process_group()

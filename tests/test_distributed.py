@@ -1,0 +1,91 @@
+"""Two-process (gloo, CPU) checks of the distributed path: DDP gradients and reduced metrics."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import TensorDataset
+
+import engine
+from models import get_model
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init(rank, world, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+
+
+def _grad_worker(rank, world, port, inputs, targets, out):
+    _init(rank, world, port)
+    torch.manual_seed(0)
+    model, _ = engine.wrap_model(get_model("fcn32s", width=16), torch.device("cpu"))
+    model.eval()  # BatchNorm on running stats, no dropout: the per-sample gradient is the same everywhere
+    half = len(inputs) // world
+    x, y = inputs[rank * half:(rank + 1) * half], targets[rank * half:(rank + 1) * half]
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.module.named_parameters()}, out)
+    dist.destroy_process_group()
+
+
+def test_ddp_gradients_equal_single_process_with_same_global_batch(tmp_path):
+    torch.manual_seed(1)
+    inputs, targets = torch.randn(4, 3, 48, 48), torch.randint(0, 7, (4, 48, 48))
+    mp.spawn(_grad_worker, args=(2, free_port(), inputs, targets, str(tmp_path / "g.pt")), nprocs=2)
+    torch.manual_seed(0)
+    model = get_model("fcn32s", width=16).eval()
+    torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+    ddp_grads = torch.load(tmp_path / "g.pt", weights_only=True)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ddp_grads[name], rtol=1e-4, atol=1e-6), name
+
+
+def _eval_worker(rank, world, port, data, out):
+    _init(rank, world, port)
+    dataset = TensorDataset(*data)
+    loader = engine.make_loader(dataset, batch_size=2, train=False, workers=0, device=torch.device("cpu"))
+    model = torch.nn.Identity()
+    cm = engine.evaluate(model, loader, torch.device("cpu"), 5, prepare=lambda b: (b[0], b[1]))
+    if rank == 0:
+        torch.save(cm.mat, out)
+    dist.destroy_process_group()
+
+
+def test_distributed_evaluation_counts_each_sample_once(tmp_path):
+    torch.manual_seed(2)
+    n = 7  # odd: a padding sampler would count one sample twice
+    logits, labels = torch.randn(n, 5), torch.randint(0, 5, (n,))
+    mp.spawn(_eval_worker, args=(2, free_port(), (logits, labels), str(tmp_path / "cm.pt")), nprocs=2)
+    mat = torch.load(tmp_path / "cm.pt", weights_only=True)
+    assert int(mat.sum()) == n
+    expected = torch.zeros(5, 5, dtype=torch.int64)
+    for t, p in zip(labels, logits.argmax(1)):
+        expected[t, p] += 1
+    assert torch.equal(mat, expected)
+
+
+def test_single_process_defaults(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "SLURM_PROCID"):
+        monkeypatch.delenv(var, raising=False)
+
+    class Args:
+        device = "cpu"
+
+    args = Args()
+    engine.init_distributed_mode(args)
+    assert (args.distributed, args.rank, args.world_size) == (False, 0, 1)
+    model = torch.nn.Linear(2, 2)
+    wrapped, bare = engine.wrap_model(model, torch.device("cpu"))
+    assert wrapped is bare is model
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="CUDA is not available"):
+            engine.resolve_device("cuda")
