@@ -218,10 +218,14 @@ def atomic_write_bytes(path, data):
         os.close(fd)
 
 
-def save_checkpoint(state, path):
+def checkpoint_bytes(state):
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_checkpoint(state, path):
+    atomic_write_bytes(path, checkpoint_bytes(state))
 
 
 def load_checkpoint(path, problem=None):
@@ -401,9 +405,10 @@ def fit(args, *, problem, model, model_without_ddp, model_kwargs, criterion, pha
                 "score": score, "best_score": best, "metrics": columns, "args": vars(args),
                 "rng": rngs if is_dist() else rngs[0], "world_size": get_world_size(), **(extra_ckpt or {}),
             }
-            save_checkpoint(state, os.path.join(out, "last.pt"))
+            data = checkpoint_bytes(state)  # serialised once, written once or twice
+            atomic_write_bytes(os.path.join(out, "last.pt"), data)
             if is_best:
-                save_checkpoint(state, os.path.join(out, "best.pt"))
+                atomic_write_bytes(os.path.join(out, "best.pt"), data)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model_without_ddp)
         if is_dist():

@@ -25,12 +25,16 @@ class ConfusionMatrix:
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
 
     def update(self, target, pred):
-        target = torch.as_tensor(target).to(self.mat.device, non_blocking=True).flatten().long()
-        pred = torch.as_tensor(pred).to(self.mat.device, non_blocking=True).flatten().long()
+        target = torch.as_tensor(target).to(self.mat.device, non_blocking=True).flatten()
+        pred = torch.as_tensor(pred).to(self.mat.device, non_blocking=True).flatten()
         n = self.num_classes
-        keep = (target >= 0) & (target < n)
-        idx = n * target[keep] + pred[keep]
-        self.mat += torch.bincount(idx, minlength=n * n).reshape(n, n)
+        # Ignored targets go to an extra row n that is dropped; uint8 inputs stay uint8 when the
+        # indices fit (7 classes: n*(n+1) = 56), which avoids int64 copies of every pixel.
+        if not (target.dtype == pred.dtype == torch.uint8 and n * (n + 1) <= 256):
+            target, pred = target.long(), pred.long()
+            target = target.masked_fill(target < 0, n)
+        idx = target.clamp(max=n) * n + pred
+        self.mat += torch.bincount(idx, minlength=n * (n + 1))[: n * n].reshape(n, n)
 
     def reduce_from_all_processes(self):
         if dist.is_available() and dist.is_initialized():

@@ -4,7 +4,10 @@ The grader (DLCV hw2 ``mean_iou_evaluate.read_masks``) thresholds each channel a
 forms ``code = 4*R + 2*G + B`` and maps codes to classes; pure red (code 4) is read as
 class 6 (unknown). Palette and class names: DeepGlobe land-cover, as in ../shared/SPEC.md.
 """
+import io
+
 import numpy as np
+from PIL import Image
 
 NUM_CLASSES = 7
 UNKNOWN = 6
@@ -41,3 +44,10 @@ def class_to_rgb(classes):
     if classes.size and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
         raise ValueError(f"class ids must be in 0..{NUM_CLASSES - 1}, got {classes.min()}..{classes.max()}")
     return PALETTE[classes]
+
+
+def encode_png(classes):
+    """PNG bytes of the RGB palette mask of an ``H x W`` class map (what the grader reads)."""
+    buf = io.BytesIO()
+    Image.fromarray(class_to_rgb(classes)).save(buf, format="PNG")
+    return buf.getvalue()

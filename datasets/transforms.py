@@ -94,4 +94,4 @@ def to_float(images, mean, std):
     """uint8 N x 3 x H x W (on any device) -> normalised float: ``(x/255 - mean) / std``."""
     mean = torch.as_tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.as_tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return images.float().mul_(1 / (255 * std)).sub_(mean / std)

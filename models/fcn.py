@@ -178,7 +178,11 @@ class FCN8VGG(nn.Module):
         self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=5, stride=3, bias=False)
         self.upscore8 = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=8, stride=8, bias=False)
         self.upscore_pool4 = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=2, stride=2, bias=False)
-        init_fcn_weights(self, [self.score_fr, self.score_pool3, self.score_pool4_2])
+        init_fcn_weights(self, [self.score_fr, self.score_pool3])
+        # The pool4 branch ends in conv -> BN: a zero conv would feed BatchNorm a constant, whose
+        # gradient is scaled by 1/sqrt(eps) (~316) and amplifies rounding noise. Start the branch
+        # silent through the BN's gamma instead, and the conv like the other convs.
+        nn.init.zeros_(self.bn4_2.weight)
 
     def forward_tile(self, x):
         """Forward pass for a batch of exactly 512x512 inputs (sizes below are at 512)."""

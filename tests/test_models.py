@@ -57,6 +57,8 @@ def randomise_score_layers(model):
             if hasattr(model, name):
                 getattr(model, name).weight.normal_(0, 0.1)
                 getattr(model, name).bias.normal_(0, 0.1)
+        if hasattr(model, "bn4_2"):
+            model.bn4_2.weight.fill_(1.0)
 
 
 # ---------------------------------------------------------------- registry and printouts
@@ -204,14 +206,21 @@ def test_upsampling_weight_is_bilinear_for_kernel_twice_stride():
     torch.testing.assert_close(get_upsampling_weight(7, 7, 8, 8)[0, 0], torch.ones(8, 8))
 
 
-@pytest.mark.parametrize("cls, names", [(FCN32VGg, ["score_fr"]),
-                                        (FCN8VGG, ["score_fr", "score_pool3", "score_pool4_2"])])
-def test_score_layers_start_at_zero(cls, names):
+@pytest.mark.parametrize("cls, names", [(FCN32VGg, ["score_fr"]), (FCN8VGG, ["score_fr", "score_pool3"])])
+def test_score_paths_start_silent(cls, names):
     model = cls(width=16)
     for name in names:
         assert getattr(model, name).weight.abs().sum() == 0
         assert getattr(model, name).bias.abs().sum() == 0
     assert model.fc6.weight.abs().sum() > 0
+    if cls is FCN8VGG:  # the pool4 branch is silenced by bn4_2's gamma, not by a zero conv
+        assert model.score_pool4_2.weight.abs().sum() > 0 and model.bn4_2.weight.abs().sum() == 0
+        model.eval()
+        with torch.no_grad():
+            h = model.features4(model.features3(torch.randn(1, 3, 64, 64)))
+            branch = model.lrelu4_2(model.bn4_2(model.score_pool4_2(model.lrelu4_1(model.bn4_1(
+                model.score_pool4_1(model.lrelu4_0(model.bn4_0(model.score_pool4_0(h)))))))))
+        assert branch.abs().sum() == 0
 
 
 # ---------------------------------------------------------------- VGG weights
