@@ -137,6 +137,9 @@ def main(args):
     except (engine.CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # output folder cannot be created or written
+        print(f"error: {e.filename or args.output}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 1
     print(f"wrote {written} mask(s) to {args.output}")
     if cm is not None:
         print(cm.grader_report())
