@@ -1,6 +1,8 @@
 """Two-process (gloo, CPU) checks of the distributed path: DDP gradients and reduced metrics."""
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 import engine
 from models import get_model
+from tests.conftest import ROOT
 
 
 def free_port():
@@ -89,3 +92,40 @@ def test_single_process_defaults(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="CUDA is not available"):
             engine.resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- the training scripts under torchrun
+
+
+def torchrun(script, *flags):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(ROOT, script), *flags]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_p2_two_processes_metric_equals_single_process_evaluation(synthetic_data, tmp_path):
+    import p2_test
+    import p2_train
+    from datasets import NUM_CLASSES, P2Tiles
+
+    out = tmp_path / "run"
+    flags = ["--data-path", str(synthetic_data / "p2_data"), "--output-dir", str(out), "--model", "fcn32s",
+             "--width", "16", "--pretrained", "none", "--img-size", "128", "--batch-size", "1", "--workers", "0",
+             "--device", "cpu", "--lr", "1e-3", "--snapshot-epochs", "1", "--no-cache"]
+    r = torchrun("p2_train.py", *flags, "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun("p2_train.py", *flags, "--epochs", "2", "--resume", str(out / "last.pt"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(n for n in os.listdir(out) if n.endswith(".pt")) == ["best.pt", "last.pt"]
+    with open(out / "log.csv") as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["1", "2"]  # rank 0 logs once
+    ckpt = engine.load_checkpoint(str(out / "last.pt"), "p2")
+    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 2
+
+    model, normalize = p2_test.load_model(str(out / "last.pt"), torch.device("cpu"))
+    val = P2Tiles(str(synthetic_data / "p2_data" / "validation"))
+    loader = engine.make_loader(val, 2, False, 0, torch.device("cpu"))
+    prepare = p2_train.make_prepare(torch.device("cpu"), normalize["mean"], normalize["std"], False)
+    cm = engine.evaluate(model, loader, torch.device("cpu"), NUM_CLASSES, prepare)
+    assert cm.mean_iou()[0] == pytest.approx(ckpt["score"], abs=1e-9)
