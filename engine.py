@@ -244,6 +244,21 @@ def load_checkpoint(path, problem=None):
     return ckpt
 
 
+def model_from_checkpoint(path, problem, device):
+    """``(model in eval mode on device, checkpoint)``: the architecture is rebuilt from the
+    checkpoint's ``model_name`` / ``model_kwargs``, not from command-line flags."""
+    from models import get_model
+
+    ckpt = load_checkpoint(path, problem)
+    try:
+        model = get_model(ckpt["model_name"], **ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild {ckpt['model_name']} {ckpt['model_kwargs']} "
+                              f"({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), ckpt
+
+
 def write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 

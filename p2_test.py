@@ -29,7 +29,6 @@ from datasets.common import format_problems
 from datasets.p2 import MASK_SUFFIX
 from datasets.transforms import to_float
 from metrics import ConfusionMatrix
-from models import get_model
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,16 +67,10 @@ def same_size_batches(sizes, batch_size):
 
 def load_model(path, device):
     """``(model in eval mode on device, normalize dict)`` rebuilt from a p2 checkpoint."""
-    ckpt = engine.load_checkpoint(path, "p2")
+    model, ckpt = engine.model_from_checkpoint(path, "p2", device)
     if "normalize" not in ckpt:
         raise engine.CheckpointError(f"{path}: has no 'normalize' entry (not written by p2_train.py)")
-    try:
-        model = get_model(ckpt["model_name"], **ckpt["model_kwargs"])
-        model.load_state_dict(ckpt["model"])
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise engine.CheckpointError(f"{path}: cannot rebuild {ckpt['model_name']} {ckpt['model_kwargs']} "
-                                     f"({str(e).splitlines()[0]})")
-    return model.to(device).eval(), ckpt["normalize"]
+    return model, ckpt["normalize"]
 
 
 def check_gt(gt_dir, ids):

@@ -129,3 +129,27 @@ def test_p2_two_processes_metric_equals_single_process_evaluation(synthetic_data
     prepare = p2_train.make_prepare(torch.device("cpu"), normalize["mean"], normalize["std"], False)
     cm = engine.evaluate(model, loader, torch.device("cpu"), NUM_CLASSES, prepare)
     assert cm.mean_iou()[0] == pytest.approx(ckpt["score"], abs=1e-9)
+
+
+def test_p1_two_processes_metric_equals_single_process_evaluation(synthetic_data, tmp_path):
+    import p1_test
+    import p1_train
+    from datasets import P1Images
+
+    out = tmp_path / "run"
+    flags = ["--data-path", str(synthetic_data / "p1_data"), "--output-dir", str(out), "--width", "4",
+             "--img-size", "32", "--batch-size", "25", "--optimizer", "adam", "--workers", "0", "--device", "cpu",
+             "--hflip", "--no-cache"]
+    r = torchrun("p1_train.py", *flags, "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun("p1_train.py", *flags, "--epochs", "2", "--resume", str(out / "last.pt"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "log.csv") as f:
+        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["1", "2"]
+    model, ckpt = p1_test.load_model(str(out / "last.pt"), torch.device("cpu"))
+    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 2
+    val = P1Images(str(synthetic_data / "p1_data" / "val_50"), progress=False)  # 150 images: 75 per process
+    prepare = p1_train.make_prepare(torch.device("cpu"), ckpt["normalize"], ckpt["img_size"], False)
+    cm = engine.evaluate(model, engine.make_loader(val, 16, False, 0, torch.device("cpu")), torch.device("cpu"), 50,
+                         prepare)
+    assert cm.accuracy() == pytest.approx(ckpt["score"], abs=1e-12)
