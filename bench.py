@@ -64,7 +64,7 @@ import engine
 from datasets import IGNORE_INDEX, NUM_CLASSES, P1Images, P2Tiles, parse_label
 from datasets.synthetic import generate
 from datasets.transforms import get_transform, to_float
-from engine import amp_dtype, autocast, make_scaler
+from engine import amp_dtype, make_scaler
 from metrics import ConfusionMatrix
 from models import get_model
 from p1_train import CIFAR_MEAN, CIFAR_STD
@@ -233,25 +233,13 @@ class Repeat(Dataset):
 
 
 def train_steps(model, criterion, optimizer, next_batch, prepare, device, dtype, steps):
-    """``steps`` training steps, the body of ``engine.train_one_epoch`` (its NaN check included).
+    """``steps`` calls of ``engine.train_step`` (the body of ``engine.train_one_epoch``).
     Returns the detached losses."""
     scaler = make_scaler(device, dtype)
     losses = []
     for _ in range(steps):
         inputs, targets = prepare(next_batch())
-        with autocast(device, dtype):
-            loss = criterion(model(inputs), targets)
-        if not torch.isfinite(loss):
-            raise engine.NonFiniteLossError(f"loss is {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        losses.append(loss.detach())
+        losses.append(engine.train_step(model, criterion, optimizer, inputs, targets, device, dtype, scaler))
     return losses
 
 

@@ -289,6 +289,24 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def train_step(model, criterion, optimizer, inputs, targets, device, dtype=None, scaler=None, where=""):
+    """One optimisation step; returns the detached loss. NonFiniteLossError before a NaN/Inf
+    loss reaches the weights."""
+    with autocast(device, dtype):
+        loss = criterion(model(inputs), targets)
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"loss is {loss.item()} at {where}" if where else f"loss is {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
+
+
 def train_one_epoch(model, criterion, optimizer, loader, device, epoch, prepare, dtype=None, scaler=None,
                     desc="train"):
     """One pass over ``loader``; ``prepare(batch) -> (inputs, targets)`` moves a batch to the
@@ -298,19 +316,9 @@ def train_one_epoch(model, criterion, optimizer, loader, device, epoch, prepare,
     bar = tqdm(loader, desc=f"{desc} {epoch}", leave=False, disable=not is_main_process(), file=sys.stdout)
     for step, batch in enumerate(bar):
         inputs, targets = prepare(batch)
-        with autocast(device, dtype):
-            loss = criterion(model(inputs), targets)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss.item()} at epoch {epoch}, step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        total += loss.detach() * len(targets)
+        loss = train_step(model, criterion, optimizer, inputs, targets, device, dtype, scaler,
+                          where=f"epoch {epoch}, step {step}")
+        total += loss * len(targets)
         count += len(targets)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")

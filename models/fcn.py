@@ -36,6 +36,16 @@ def _vgg_layers(cfg, in_channels, width, batch_norm, first_padding=1):
     return nn.Sequential(*layers)
 
 
+def _add_fc_head(model, in_channels, fc_channels, dropout):
+    """fc6 (VGG's first classifier layer as a 7x7 conv) and fc7 (1x1), each followed by
+    BatchNorm, LeakyReLU(0.2) and dropout, registered in the seed's print order."""
+    for i, kernel, cin in ((6, 7, in_channels), (7, 1, fc_channels)):
+        setattr(model, f"fc{i}", nn.Conv2d(cin, fc_channels, kernel_size=kernel))
+        setattr(model, f"bn{i}", nn.BatchNorm2d(fc_channels))
+        setattr(model, f"lrelu{i}", nn.LeakyReLU(0.2, inplace=True))
+        setattr(model, f"drop{i}", dropout(0.5))
+
+
 def get_upsampling_weight(in_channels, out_channels, kernel_size, stride):
     """Fixed upsampling kernel for ``ConvTranspose2d(in, out, kernel_size, stride)``.
 
@@ -100,14 +110,7 @@ class FCN32VGg(nn.Module):
         fc_channels = 4096 // width
         self.features5 = _vgg_layers(_VGG16_STAGE3 + _VGG16_STAGE4 + _VGG16_STAGE5, 3, width,
                                      batch_norm=False, first_padding=100)
-        self.fc6 = nn.Conv2d(512 // width, fc_channels, kernel_size=7)
-        self.bn6 = nn.BatchNorm2d(fc_channels)
-        self.lrelu6 = nn.LeakyReLU(0.2, inplace=True)
-        self.drop6 = nn.Dropout(0.5)
-        self.fc7 = nn.Conv2d(fc_channels, fc_channels, kernel_size=1)
-        self.bn7 = nn.BatchNorm2d(fc_channels)
-        self.lrelu7 = nn.LeakyReLU(0.2, inplace=True)
-        self.drop7 = nn.Dropout(0.5)
+        _add_fc_head(self, 512 // width, fc_channels, nn.Dropout)
         self.score_fr = nn.Conv2d(fc_channels, num_classes, kernel_size=1)
         self.upscore = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=64, stride=32, bias=False)
         init_fcn_weights(self, [self.score_fr])
@@ -156,14 +159,7 @@ class FCN8VGG(nn.Module):
         self.features3 = _vgg_layers(_VGG16_STAGE3, 3, width, batch_norm=True)
         self.features4 = _vgg_layers(_VGG16_STAGE4, 256 // width, width, batch_norm=True)
         self.features5 = _vgg_layers(_VGG16_STAGE5, 512 // width, width, batch_norm=True)
-        self.fc6 = nn.Conv2d(512 // width, fc_channels, kernel_size=7)
-        self.bn6 = nn.BatchNorm2d(fc_channels)
-        self.lrelu6 = nn.LeakyReLU(0.2, inplace=True)
-        self.drop6 = nn.Dropout2d(0.5)
-        self.fc7 = nn.Conv2d(fc_channels, fc_channels, kernel_size=1)
-        self.bn7 = nn.BatchNorm2d(fc_channels)
-        self.lrelu7 = nn.LeakyReLU(0.2, inplace=True)
-        self.drop7 = nn.Dropout2d(0.5)
+        _add_fc_head(self, 512 // width, fc_channels, nn.Dropout2d)
         self.score_fr = nn.Conv2d(fc_channels, num_classes, kernel_size=1)
         self.score_pool3 = nn.Conv2d(256 // width, num_classes, kernel_size=1)
         self.score_pool4_0 = nn.Conv2d(512 // width, 1024 // width, kernel_size=3, padding=1)
