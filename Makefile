@@ -35,10 +35,10 @@ demo-p1: demo-data
 	$(PY) p1_tsne.py --checkpoint $(DEMO)/p1/best.pt --images $(DATA)/p1_data/val_50 --output-dir $(DEMO)/p1
 
 demo-p2: demo-data
-	$(PY) p2_train.py --recipe baseline --data-path $(DATA)/p2_data --width 16 --pretrained none --epochs 8 \
-		--lr 1e-3 --batch-size 4 --workers 0 --snapshot-epochs 1,4,8 --output-dir $(DEMO)/p2_fcn32s
-	$(PY) p2_train.py --recipe improved --data-path $(DATA)/p2_data --width 16 --pretrained none --epochs 6 \
-		--lr 1e-3 --switch-sgd-at 5 --sgd-lr 1e-2 --batch-size 4 --workers 0 --snapshot-epochs 1,3,6 \
+	$(PY) p2_train.py --recipe baseline --data-path $(DATA)/p2_data --width 16 --pretrained none --epochs 12 \
+		--lr 1e-3 --batch-size 4 --workers 0 --snapshot-epochs 1,6,12 --output-dir $(DEMO)/p2_fcn32s
+	$(PY) p2_train.py --recipe improved --data-path $(DATA)/p2_data --width 16 --pretrained none --epochs 16 \
+		--lr 1e-3 --switch-sgd-at 12 --batch-size 4 --workers 0 --snapshot-epochs 1,8,16 \
 		--output-dir $(DEMO)/p2_fcn8s
 	rm -rf $(DEMO)/p2_pred
 	P2_CKPT=$(DEMO)/p2_fcn8s/best.pt bash hw2_p2.sh $(DATA)/p2_data/validation $(DEMO)/p2_pred
