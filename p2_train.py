@@ -321,6 +321,10 @@ def main(args):
     except engine.CheckpointError as e:
         print(f"error: --resume: {e}", file=sys.stderr)
         status = 1
+    except DataError as e:  # with --no-cache a file that passed the header check can fail to decode
+        print(f"error: {e}; {os.path.join(args.output_dir, 'last.pt')} holds the last finished epoch",
+              file=sys.stderr)
+        status = 1
     if engine.is_main_process():
         draw_curves(args.output_dir)
     engine.cleanup_distributed()

@@ -161,3 +161,14 @@ def test_training_data_errors_listed_before_training(synthetic_data, tmp_path):
     assert r.returncode != 0
     assert "0002_mask.png: mask is 100x100" in r.stderr and "0003_sat.jpg: not a readable image" in r.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_no_cache_truncated_image_found_mid_training_is_a_clear_error(synthetic_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data / "p2_data", data / "p2_data")
+    sat = data / "p2_data" / "train" / "0004_sat.jpg"
+    sat.write_bytes(sat.read_bytes()[:3000])  # the header reads; decoding fails
+    cmd = train_cmd(data, tmp_path / "run")
+    cmd[cmd.index("--epochs") + 1] = "1"
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 1 and "0004_sat.jpg: not a readable image" in r.stderr and "Traceback" not in r.stderr
