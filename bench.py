@@ -289,7 +289,7 @@ def row(key, name, unit, naive, ours, target, higher_is_better=True, **details):
             "higher_is_better": higher_is_better, **details}
 
 
-def bench_input(args, root, cache_dir, device):
+def bench_pipeline(args, root, cache_dir, device):
     t = time.perf_counter()
     P2Tiles(root, cache_dir=cache_dir, progress=False)
     build_s = time.perf_counter() - t
@@ -546,7 +546,7 @@ def main(args):
                                                                    max(args.repeats, 3))
         print(f"  peak FLOP/s measured in {time.perf_counter() - t:.1f} s", flush=True)
         rows = []
-        steps = [lambda: bench_input(args, p2_root, cache_dir, device)]
+        steps = [lambda: bench_pipeline(args, p2_root, cache_dir, device)]
         steps += [lambda name=name: bench_p2_step(name, args, p2_root, cache_dir, device, peaks)
                   for name in ("fcn8s", "fcn32s")]
         steps += [lambda: bench_miou(args, p2_root, cache_dir),

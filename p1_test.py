@@ -23,7 +23,7 @@ from datasets import DataError, P1Images, parse_label
 from datasets.common import format_problems
 from engine import CheckpointError
 from metrics import ConfusionMatrix
-from p1_train import to_model_input
+from p1_train import model_inputs
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,7 +48,7 @@ def predict(model, ckpt, images, device, batch_size, dtype=None):
     preds = []
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size].to(device, non_blocking=True)
-        x = to_model_input(batch, norm["mean"], norm["std"], ckpt["img_size"], channels_last)
+        x = model_inputs(batch, norm["mean"], norm["std"], ckpt["img_size"], channels_last)
         with engine.autocast(device, dtype):
             preds.append(model(x).argmax(1).cpu())
     return torch.cat(preds)

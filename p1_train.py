@@ -122,7 +122,7 @@ def augment(images, hflip=False, crop_padding=0, color_jitter=0.0):
     return images
 
 
-def to_model_input(images, mean, std, img_size, channels_last=False):
+def model_inputs(images, mean, std, img_size, channels_last=False):
     """uint8 N x 3 x h x w (on the device) -> normalised float N x 3 x img_size x img_size.
 
     Normalising before the bilinear upsampling equals normalising after it (bilinear weights
@@ -144,7 +144,7 @@ def make_prepare(device, normalize, img_size, channels_last, aug=None):
         images = images.to(device, non_blocking=True)
         if aug:
             images = augment(images, **aug)
-        x = to_model_input(images, normalize["mean"], normalize["std"], img_size, channels_last)
+        x = model_inputs(images, normalize["mean"], normalize["std"], img_size, channels_last)
         return x, targets.to(device, non_blocking=True)
 
     return prepare

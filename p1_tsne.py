@@ -22,7 +22,7 @@ from datasets import DataError, P1Images
 from engine import CheckpointError
 from p1_plots import plot_tsne
 from p1_test import default_checkpoint, load_model
-from p1_train import to_model_input
+from p1_train import model_inputs
 
 
 @torch.inference_mode()
@@ -31,7 +31,7 @@ def extract_features(model, ckpt, images, device, batch_size):
     norm = ckpt["normalize"]
     feats = []
     for i in range(0, len(images), batch_size):
-        x = to_model_input(images[i:i + batch_size].to(device), norm["mean"], norm["std"], ckpt["img_size"])
+        x = model_inputs(images[i:i + batch_size].to(device), norm["mean"], norm["std"], ckpt["img_size"])
         feats.append(model.features(x).float().cpu())
     return torch.cat(feats).numpy()
 
