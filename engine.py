@@ -174,8 +174,8 @@ def make_scaler(device, dtype):
 def rng_state():
     """Every RNG's state in types ``torch.load(weights_only=True)`` accepts."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-             "torch": torch.get_rng_state()}
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -263,6 +263,15 @@ def write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+def write_csv(path, header, rows):
+    """A CSV with ``header`` and ``rows`` (sequences), written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
 class CSVLog:
     """``log.csv`` with fixed columns; the whole file is rewritten atomically on every row,
     so it is never left truncated, and a resumed run keeps the rows of the epochs it kept."""
@@ -275,11 +284,7 @@ class CSVLog:
 
     def append(self, row):
         self.rows.append({k: row.get(k, "") for k in self.fields})
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=self.fields)
-        w.writeheader()
-        w.writerows(self.rows)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
+        write_csv(self.path, self.fields, [[r[k] for k in self.fields] for r in self.rows])
 
 
 # --------------------------------------------------------------------------- one epoch

@@ -3,19 +3,11 @@
 Figures are built with matplotlib's object API (``Figure``, rendered by Agg), so no pyplot
 state is touched, and written atomically.
 """
-import io
-
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from engine import atomic_write_bytes
-
-
-def save_figure(fig, path, dpi=150):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    atomic_write_bytes(path, buf.getvalue())
+from plots import save_figure
 
 
 def plot_confusion_matrix(mat, out_png, title="confusion matrix"):
@@ -35,7 +27,7 @@ def plot_confusion_matrix(mat, out_png, title="confusion matrix"):
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    save_figure(fig, out_png)
+    save_figure(fig, out_png, dpi=150)
 
 
 def plot_tsne(xy, labels, out_png, title="t-SNE", num_classes=50):
@@ -59,4 +51,4 @@ def plot_tsne(xy, labels, out_png, title="t-SNE", num_classes=50):
     ax.set_xlabel("t-SNE dimension 1")
     ax.set_ylabel("t-SNE dimension 2")
     fig.tight_layout()
-    save_figure(fig, out_png)
+    save_figure(fig, out_png, dpi=150)

@@ -13,7 +13,6 @@ next to this script.
 """
 import argparse
 import csv
-import io
 import os
 
 import torch
@@ -55,11 +54,7 @@ def predict(model, ckpt, images, device, batch_size, dtype=None):
 
 
 def write_predictions(path, names, preds):
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image_id", "label"])
-    w.writerows(zip(names, preds.tolist()))
-    engine.atomic_write_bytes(path, buf.getvalue().encode())
+    engine.write_csv(path, ["image_id", "label"], zip(names, preds.tolist()))
 
 
 def score(labels, preds, num_classes):
@@ -119,6 +114,8 @@ def main(args):
             print(report(score(data.labels, preds, num_classes)))
     except (DataError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # the output CSV cannot be written
+        raise SystemExit(f"error: {args.output}: cannot write ({e})") from None
 
 
 def get_args_parser(add_help=True):

@@ -26,8 +26,6 @@ Quick CPU run on the synthetic data (``python -m datasets.synthetic --out data/s
 ``confusion_matrix.png`` and ``per_class_acc.csv`` computed from ``best.pt``.
 """
 import argparse
-import csv
-import io
 import os
 
 import torch
@@ -176,12 +174,9 @@ def score_fn(cm):
 
 def write_per_class_csv(cm, path):
     mat = cm.mat.cpu()
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["class", "correct", "total", "accuracy"])
-    for c, acc in enumerate(cm.per_class_accuracy().tolist()):
-        w.writerow([c, int(mat[c, c]), int(mat[c].sum()), f"{acc:.6f}"])
-    engine.atomic_write_bytes(path, buf.getvalue().encode())
+    accs = cm.per_class_accuracy().tolist()
+    rows = [[c, int(mat[c, c]), int(mat[c].sum()), f"{acc:.6f}"] for c, acc in enumerate(accs)]
+    engine.write_csv(path, ["class", "correct", "total", "accuracy"], rows)
 
 
 def main(args):

@@ -9,8 +9,6 @@ Writes ``tsne.png`` and ``tsne.csv`` (``image_id,label,x,y`` for every embedded 
 random subset (drawn with ``--seed``); the perplexity is capped at n - 1 so tiny folders work.
 """
 import argparse
-import csv
-import io
 import os
 
 import numpy as np
@@ -46,12 +44,8 @@ def embed(features, perplexity, seed):
 
 
 def write_coordinates(path, names, labels, xy):
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image_id", "label", "x", "y"])
-    for name, label, (x, y) in zip(names, labels, xy.tolist()):
-        w.writerow([name, label, f"{x:.6f}", f"{y:.6f}"])
-    engine.atomic_write_bytes(path, buf.getvalue().encode())
+    rows = [[name, label, f"{x:.6f}", f"{y:.6f}"] for name, label, (x, y) in zip(names, labels, xy.tolist())]
+    engine.write_csv(path, ["image_id", "label", "x", "y"], rows)
 
 
 def main(args):

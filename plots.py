@@ -30,7 +30,7 @@ def _float(value):
         return math.nan
 
 
-def _save(fig, out_png, dpi=100):
+def save_figure(fig, out_png, dpi=100):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     atomic_write_bytes(out_png, buf.getvalue())
@@ -54,7 +54,7 @@ def plot_curves(log_csv, out_png, metric_column, loss_column="train_loss"):
                 ax.axvline(int(cur["epoch"]) - 0.5, color="gray", linestyle="--")
                 ax.text(int(cur["epoch"]) - 0.5, 0.02, f" {cur['phase']}", transform=ax.get_xaxis_transform(),
                         color="gray")
-    _save(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def plot_per_class_iou(log_csv, out_png, metric_column="val_miou", prefix="iou_"):
@@ -71,7 +71,7 @@ def plot_per_class_iou(log_csv, out_png, metric_column="val_miou", prefix="iou_"
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("IoU")
     ax.set_title(f"epoch {best['epoch']}: {metric_column} {_float(best[metric_column]):.4f} (dashed)")
-    _save(fig, out_png)
+    save_figure(fig, out_png)
 
 
 def plot_mask_grid(rows, col_titles, out_png, cell_inches=2.2):
@@ -92,4 +92,4 @@ def plot_mask_grid(rows, col_titles, out_png, cell_inches=2.2):
                 ax.set_title(col_titles[c])
             if c == 0:
                 ax.set_ylabel(row_title)
-    _save(fig, out_png)
+    save_figure(fig, out_png)

@@ -172,3 +172,22 @@ def test_no_cache_truncated_image_found_mid_training_is_a_clear_error(synthetic_
     cmd[cmd.index("--epochs") + 1] = "1"
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 1 and "0004_sat.jpg: not a readable image" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_p1_grading_output_not_writable(tmp_path):
+    import p1_test
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "3_0.png")
+    ckpt = tmp_path / "p1.pt"
+    torch.manual_seed(0)
+    engine.save_checkpoint({"problem": "p1", "model_name": "classifier",
+                            "model_kwargs": {"num_classes": 50, "width": 8, "img_size": 32},
+                            "model": get_model("classifier", width=8, img_size=32).state_dict(),
+                            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}, "img_size": 32}, str(ckpt))
+    (tmp_path / "file").write_text("x")
+    args = p1_test.get_args_parser().parse_args(["--checkpoint", str(ckpt), "--images", str(images), "--output",
+                                                 str(tmp_path / "file" / "out.csv"), "--device", "cpu"])
+    with pytest.raises(SystemExit, match="file/out.csv.*cannot write"):
+        p1_test.main(args)
