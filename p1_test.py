@@ -3,58 +3,69 @@
     python p1_test.py --images hw2_data/p1_data/val_50 --output pred.csv     # prints accuracy too
     python p1_test.py --images test_dir --output pred.csv --checkpoint runs/p1/best.pt
     python p1_test.py --score-csv pred.csv    # accuracy of an existing CSV, labels from its image ids
+    bash hw2_p1.sh <image dir> <output csv>   # the grading entry point
 
 The CSV has the header ``image_id,label`` and one row per image in sorted file-name order:
 the file name (e.g. ``13_207.png``) and the predicted integer label. Names need not carry a
 label; when every name does (``<label>_<index>.png``), or with ``--score``, the accuracy is
-printed. The model is rebuilt from the checkpoint (model name, constructor arguments, input
-size and normalisation are stored in it), by default ``$P1_CKPT`` or ``checkpoints/p1_best.pt``
-next to this script.
+printed. The model, its input size (``img_size``) and normalisation come from the checkpoint:
+``--checkpoint``, by default ``$P1_CKPT`` (empty counts as unset), else
+``checkpoints/p1_best.pt`` next to this script.
+
+The output is refused when it is one of the input images, names an image file (``.png``,
+``.jpg``...), is a folder, or is an existing file that is not a ``.csv``; it is written
+atomically. An image that cannot be read (empty, truncated, not an image, a dangling link,
+larger than 20000x20000) is named and left out: the CSV holds the rows of every other image,
+and the exit status is 1. Exit status: 0 success; 1 an error, one line naming the file or
+flag; 130 Ctrl-C.
 """
 import argparse
-import csv
 import os
+import sys
 
 import torch
 
-import engine
+from core import cli
+from core.checkpoint import CheckpointError, load_model
+from core.fileio import read_csv, write_csv
+from core.metrics import ConfusionMatrix
+from core.presets import model_inputs
+from core.runtime import autocast, inference_dtype, resolve_device
 from datasets import DataError, P1Images, parse_label
-from datasets.common import format_problems
-from engine import CheckpointError
-from metrics import ConfusionMatrix
-from p1_train import model_inputs
-
-REPO = os.path.dirname(os.path.abspath(__file__))
+from datasets.common import IMAGE_EXTS, format_problems, list_dir
 
 
-def default_checkpoint():
-    return os.environ.get("P1_CKPT") or os.path.join(REPO, "checkpoints", "p1_best.pt")
 
-
-def load_model(path, device):
-    """(model in eval mode on ``device``, checkpoint dict) from a P1 checkpoint."""
-    return engine.model_from_checkpoint(path, "p1", device)
+def check_output(output, images):
+    """UserError when writing the CSV to ``output`` could destroy an input or a non-CSV file."""
+    if not output:
+        raise cli.UserError("--output: empty path")
+    real = os.path.realpath(output)
+    inputs = {os.path.realpath(os.path.join(images, n)) for n in list_dir(images)}
+    if real in inputs and real.lower().endswith(IMAGE_EXTS):
+        raise cli.UserError(f"--output {output}: is one of the input images; write the CSV elsewhere")
+    if os.path.isdir(output):
+        raise cli.UserError(f"--output {output}: is a folder; give the path of a .csv file")
+    parent = os.path.dirname(os.path.abspath(output))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise cli.UserError(f"--output {output}: {parent} is not a folder")
+    if output.lower().endswith(IMAGE_EXTS):
+        raise cli.UserError(f"--output {output}: names an image file; the output is a CSV (image_id,label)")
+    if os.path.lexists(output) and not output.lower().endswith(".csv"):
+        raise cli.UserError(f"--output {output}: exists and is not a .csv file; refusing to overwrite it")
 
 
 @torch.inference_mode()
-def predict(model, ckpt, images, device, batch_size, dtype=None):
-    """Predicted labels (CPU int64) of uint8 N x 3 x 32 x 32 ``images``, in order."""
-    norm = ckpt["normalize"]
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-        images = images.pin_memory()
+def predict(model, preprocess, images, device, batch_size, dtype=None, channels_last=False):
+    """Predicted labels (CPU int64) of uint8 N x 3 x h x w ``images``, in order; each batch is
+    normalised and resized to the model's ``img_size`` on the device."""
     preds = []
     for i in range(0, len(images), batch_size):
         batch = images[i:i + batch_size].to(device, non_blocking=True)
-        x = model_inputs(batch, norm["mean"], norm["std"], ckpt["img_size"], channels_last)
-        with engine.autocast(device, dtype):
+        x = model_inputs(batch, preprocess["mean"], preprocess["std"], model.img_size, channels_last)
+        with autocast(device, dtype):
             preds.append(model(x).argmax(1).cpu())
-    return torch.cat(preds)
-
-
-def write_predictions(path, names, preds):
-    engine.write_csv(path, ["image_id", "label"], zip(names, preds.tolist()))
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
 
 
 def score(labels, preds, num_classes):
@@ -67,15 +78,14 @@ def score(labels, preds, num_classes):
 def score_csv(path, num_classes):
     """ConfusionMatrix of an ``image_id,label`` CSV against the labels in its image ids."""
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+        rows = read_csv(path)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     if not rows or not {"image_id", "label"} <= set(rows[0]):
         raise DataError(f"{path}: expected a header image_id,label and at least one row")
     labels, preds, problems = [], [], []
     for i, row in enumerate(rows, start=2):
-        label = parse_label(row["image_id"], num_classes)
+        label = parse_label(row["image_id"] or "", num_classes)
         if label is None:
             problems.append(f"line {i}: image_id {row['image_id']!r} carries no label (expected <label>_<index>.png)")
         elif not (row["label"] or "").strip().isdigit() or int(row["label"]) >= num_classes:
@@ -89,54 +99,51 @@ def score_csv(path, num_classes):
 
 
 def report(cm):
-    total = int(cm.mat.sum())
-    return f"accuracy: {cm.accuracy():.6f} ({int(cm.mat.diag().sum())}/{total})"
+    return f"accuracy: {cm.accuracy():.6f} ({int(cm.mat.diag().sum())}/{int(cm.mat.sum())})"
 
 
-def main(args):
-    try:
-        if args.score_csv:
-            print(report(score_csv(args.score_csv, args.num_classes)))
-            return
-        if not args.images or not args.output:
-            raise SystemExit("error: --images and --output are required (or pass --score-csv CSV)")
-        device = engine.resolve_device(args.device)
-        model, ckpt = load_model(args.checkpoint, device)
-        num_classes = ckpt["model_kwargs"]["num_classes"]
-        data = P1Images(args.images, require_labels=False, num_classes=num_classes, progress=False)
-        unlabelled = [n for n, y in zip(data.files, data.labels.tolist()) if y < 0]
-        if args.score and unlabelled:
-            raise SystemExit(f"error: --score: {len(unlabelled)} file name(s) carry no label, e.g. {unlabelled[0]}")
-        preds = predict(model, ckpt, data.images, device, args.batch_size, engine.amp_dtype(device, args.amp))
-        write_predictions(args.output, data.files, preds)
-        print(f"wrote {len(preds)} predictions to {args.output}")
-        if not unlabelled:
-            print(report(score(data.labels, preds, num_classes)))
-    except (DataError, CheckpointError) as e:
-        raise SystemExit(f"error: {e}") from None
-    except OSError as e:  # the output CSV cannot be written
-        raise SystemExit(f"error: {args.output}: cannot write ({e})") from None
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    if args.score_csv:
+        print(report(score_csv(args.score_csv, args.num_classes)))
+        return 0
+    if not args.images or not args.output:
+        raise cli.UserError("--images and --output are required (or pass --score-csv CSV)")
+    check_output(args.output, args.images)
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, "p1", device)
+    dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
+    channels_last = device.type == "cuda" or dtype is not None
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    num_classes = ckpt["model_kwargs"]["num_classes"]
+    data = P1Images(args.images, require_labels=False, num_classes=num_classes, progress=False,
+                    skip_unreadable=True)
+    unlabelled = [n for n, y in zip(data.files, data.labels.tolist()) if y < 0]
+    if args.score and unlabelled:
+        raise cli.UserError(f"--score: {len(unlabelled)} file name(s) carry no label, e.g. {unlabelled[0]}")
+    preds = predict(model, ckpt["preprocess"], data.images, device, args.batch_size, dtype, channels_last)
+    write_csv(args.output, ["image_id", "label"], zip(data.files, preds.tolist()))
+    print(f"wrote {len(preds)} prediction(s) to {args.output}")
+    if data.files and not unlabelled:
+        print(report(score(data.labels, preds, num_classes)))
+    if data.unreadable:
+        raise DataError(format_problems(f"{len(data.unreadable)} image(s) could not be read (left out of "
+                                        f"{args.output}; every other image has its row):", data.unreadable))
+    return 0
 
 
 def get_args_parser(add_help=True):
-    p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=default_checkpoint(),
-                   help="P1 checkpoint (default: $P1_CKPT, else checkpoints/p1_best.pt next to this script; "
-                        "now %(default)s)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter, add_help=add_help,
+                                parents=[cli.inference_parser("p1", 256, "images per batch")])
     p.add_argument("--images", default=None, help="folder of images to classify")
     p.add_argument("--output", default=None, help="CSV to write (image_id,label)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: %(default)s)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
-    p.add_argument("--amp", action="store_true", help="mixed-precision inference")
-    p.add_argument("--score", action="store_true",
-                   help="print the accuracy; an error if a file name carries no label")
+    p.add_argument("--score", action="store_true", help="print the accuracy; an error if a file name carries no label")
     p.add_argument("--score-csv", default=None, metavar="CSV",
                    help="only score this existing image_id,label CSV against the labels in its image ids")
-    p.add_argument("--num-classes", type=int, default=50,
-                   help="number of classes for --score-csv (default: %(default)s)")
+    p.add_argument("--num-classes", type=cli.positive_int, default=50, help="number of classes for --score-csv")
     return p
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(main, expected=(DataError, CheckpointError)))

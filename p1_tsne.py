@@ -1,41 +1,47 @@
-"""Problem 1: t-SNE of the classifier's second-to-last layer (``Classifier.features``, the
-512-d output of ``fc[6]`` at width 1) on the validation images, coloured by class.
+"""Problem 1: t-SNE of the classifier's penultimate-layer features (``Classifier.features``, the
+output of ``fc[6]``, 512-d at width 1) on the validation images, coloured by class.
 
     python p1_tsne.py --checkpoint runs/p1/best.pt --images hw2_data/p1_data/val_50 --output-dir runs/p1
-    python p1_tsne.py --checkpoint runs/p1_demo/best.pt --output-dir runs/p1_demo     # synthetic val_50
+    python p1_tsne.py --checkpoint runs/demo/p1/best.pt --images data/synthetic/p1_data/val_50 \\
+        --output-dir runs/demo/p1
 
 Writes ``tsne.png`` and ``tsne.csv`` (``image_id,label,x,y`` for every embedded image; label
--1 when the name carries none; those points are drawn in grey). ``--max-images`` embeds a
-random subset (drawn with ``--seed``); the perplexity is capped at n - 1 so tiny folders work.
+-1 when the name carries none, drawn in grey) into ``--output-dir``. The model, its input size
+and its normalisation come from the checkpoint. ``--max-images`` embeds a random subset (drawn
+with ``--seed``); the perplexity is capped at n - 1 so tiny folders work.
 """
 import argparse
 import os
+import sys
 
 import numpy as np
 import torch
-from sklearn.manifold import TSNE
 
-import engine
+from core import cli, plots
+from core.checkpoint import CheckpointError, load_model
+from core.fileio import write_csv
+from core.presets import model_inputs
+from core.runtime import autocast, inference_dtype, resolve_device
 from datasets import DataError, P1Images
-from engine import CheckpointError
-from p1_plots import plot_tsne
-from p1_test import default_checkpoint, load_model
-from p1_train import model_inputs
 
 
 @torch.inference_mode()
-def extract_features(model, ckpt, images, device, batch_size):
-    """Penultimate features (float32 numpy N x D) of uint8 N x 3 x 32 x 32 ``images``."""
-    norm = ckpt["normalize"]
+def extract_features(model, preprocess, images, device, batch_size, dtype=None):
+    """Penultimate features (float32 numpy N x D) of uint8 N x 3 x H x W ``images``."""
+    mean = torch.tensor(preprocess["mean"], device=device)
+    std = torch.tensor(preprocess["std"], device=device)
     feats = []
     for i in range(0, len(images), batch_size):
-        x = model_inputs(images[i:i + batch_size].to(device), norm["mean"], norm["std"], ckpt["img_size"])
-        feats.append(model.features(x).float().cpu())
+        x = model_inputs(images[i:i + batch_size].to(device), mean, std, model.img_size)
+        with autocast(device, dtype):
+            feats.append(model.features(x).float().cpu())
     return torch.cat(feats).numpy()
 
 
 def embed(features, perplexity, seed):
     """2-D t-SNE coordinates; perplexity is capped at n - 1 (scikit-learn needs it below n)."""
+    from sklearn.manifold import TSNE  # imported here: it takes a second, and only this step needs it
+
     n = len(features)
     if n < 2:
         raise DataError(f"t-SNE needs at least 2 images, got {n}")
@@ -43,53 +49,67 @@ def embed(features, perplexity, seed):
     return tsne.fit_transform(features.astype(np.float64))
 
 
-def write_coordinates(path, names, labels, xy):
-    rows = [[name, label, f"{x:.6f}", f"{y:.6f}"] for name, label, (x, y) in zip(names, labels, xy.tolist())]
-    engine.write_csv(path, ["image_id", "label", "x", "y"], rows)
+def choose(n, max_images, seed):
+    """Sorted indices of at most ``max_images`` of ``n`` items (0: all), drawn with ``seed``."""
+    if not max_images or n <= max_images:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_images, replace=False))
 
 
-def main(args):
-    try:
-        device = engine.resolve_device(args.device)
-        model, ckpt = load_model(args.checkpoint, device)
-        data = P1Images(args.images, require_labels=False, num_classes=ckpt["model_kwargs"]["num_classes"],
-                        progress=False)
-        keep = np.arange(len(data))
-        if args.max_images and len(keep) > args.max_images:
-            keep = np.sort(np.random.default_rng(args.seed).choice(len(keep), args.max_images, replace=False))
-        names = [data.files[i] for i in keep]
-        labels = data.labels[keep].numpy()
-        features = extract_features(model, ckpt, data.images[keep], device, args.batch_size)
-        xy = embed(features, args.perplexity, args.seed)
-        os.makedirs(args.output_dir, exist_ok=True)
-        write_coordinates(os.path.join(args.output_dir, "tsne.csv"), names, labels.tolist(), xy)
-        epoch = ckpt.get("epoch", "?")
-        plot_tsne(xy, labels, os.path.join(args.output_dir, "tsne.png"),
-                  num_classes=ckpt["model_kwargs"]["num_classes"],
-                  title=f"t-SNE of penultimate features ({features.shape[1]}-d), {len(names)} images of "
-                        f"{os.path.basename(os.path.normpath(args.images))}, epoch {epoch}")
-        print(f"wrote {os.path.join(args.output_dir, 'tsne.png')} and tsne.csv ({len(names)} images)")
-    except (DataError, CheckpointError) as e:
-        raise SystemExit(f"error: {e}") from None
+def short_path(path):
+    """``path`` relative to the working folder when it lies inside it (no home folders in a report)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith(os.pardir) else rel
+
+
+def caption(args, ckpt, labels, feature_dim, perplexity, img_size):
+    """The run's details, printed under the figure."""
+    classes = len(np.unique(labels[labels >= 0]))
+    unlabelled = int((labels < 0).sum())
+    epoch = ckpt.get("epoch", ckpt["meta"].get("epoch"))
+    kwargs = ", ".join(f"{k}={v}" for k, v in ckpt["model_kwargs"].items())
+    return (f"{len(labels):,} images of {os.path.basename(os.path.normpath(args.images))} ({classes} classes"
+            + (f", {unlabelled:,} without a label" if unlabelled else "") + "); "
+            f"{feature_dim}-d features of {ckpt['model_name']}({kwargs}) at a {img_size}x{img_size} input; "
+            f"checkpoint {short_path(args.checkpoint)}" + (f" (epoch {epoch})" if epoch is not None else "")
+            + f"; t-SNE with PCA init, perplexity {perplexity:g}, seed {args.seed}.")
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    if os.path.realpath(args.output_dir) == os.path.realpath(args.images):
+        raise cli.UserError(f"--output-dir {args.output_dir} is the image folder itself; pass another folder "
+                            "for tsne.png and tsne.csv")
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, "p1", device)
+    num_classes = ckpt["model_kwargs"]["num_classes"]
+    data = P1Images(args.images, require_labels=False, num_classes=num_classes, progress=False)
+    keep = choose(len(data), args.max_images, args.seed)
+    names = [data.files[i] for i in keep]
+    labels = data.labels[keep].numpy()
+    dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
+    features = extract_features(model, ckpt["preprocess"], data.images[keep], device, args.batch_size, dtype)
+    xy = embed(features, args.perplexity, args.seed)
+    csv_path, png_path = os.path.join(args.output_dir, "tsne.csv"), os.path.join(args.output_dir, "tsne.png")
+    write_csv(csv_path, ["image_id", "label", "x", "y"],
+              [[name, label, f"{x:.6f}", f"{y:.6f}"] for name, label, (x, y) in zip(names, labels.tolist(),
+                                                                                   xy.tolist())])
+    text = caption(args, ckpt, labels, features.shape[1], min(args.perplexity, len(names) - 1), model.img_size)
+    plots.plot_tsne(xy, labels, png_path, text, num_classes=num_classes)
+    print(f"wrote {png_path} and {csv_path} ({len(names)} images)")
 
 
 def get_args_parser(add_help=True):
-    p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=default_checkpoint(),
-                   help="P1 checkpoint (default: $P1_CKPT, else checkpoints/p1_best.pt; now %(default)s)")
-    p.add_argument("--images", default="data/synthetic/p1_data/val_50",
-                   help="folder of images to embed (default: %(default)s)")
-    p.add_argument("--max-images", type=int, default=2500,
-                   help="embed a random subset of at most this many images, 0 = all (default: %(default)s)")
-    p.add_argument("--perplexity", type=float, default=30.0,
-                   help="t-SNE perplexity, capped at n - 1 (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of t-SNE (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: %(default)s)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default: %(default)s)")
-    p.add_argument("--output-dir", default="runs/p1", help="folder for tsne.png and tsne.csv (default: %(default)s)")
+    p = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=cli.HelpFormatter,
+                                parents=[cli.inference_parser("p1", 256, "images per batch")])
+    p.add_argument("--images", default="hw2_data/p1_data/val_50", help="folder of images to embed")
+    p.add_argument("--max-images", type=cli.nonneg_int, default=2500,
+                   help="embed a random subset of at most this many images (0: all)")
+    p.add_argument("--perplexity", type=cli.positive_float, default=30.0, help="t-SNE perplexity, capped at n - 1")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset and of t-SNE")
+    p.add_argument("--output-dir", default="runs/p1", help="folder for tsne.png and tsne.csv")
     return p
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(cli.run(main, expected=(DataError, CheckpointError)))

@@ -1,76 +1,171 @@
 """Problem 2 inference: write ``<id>_mask.png`` for every ``<id>_sat.jpg`` of a folder.
 
     python p2_test.py --images hw2_data/p2_data/validation --output runs/p2_pred
-    python p2_test.py --checkpoint runs/p2_fcn8s/best.pt --images hw2_data/p2_data/validation \\
-        --output runs/p2_pred --gt hw2_data/p2_data/validation      # also print the grader's mIoU
-    bash hw2_p2.sh <image dir> <output dir>                         # the grading entry point
+    python p2_test.py --images hw2_data/p2_data/validation --output runs/p2_pred \\
+        --gt hw2_data/p2_data/validation          # also print the grader's mIoU, scored in memory
+    python p2_test.py --images scenes --output scenes_pred --overlap 0.5   # e.g. 2448x2448 originals
+    bash hw2_p2.sh <image dir> <output dir>       # the grading entry point
 
-``--checkpoint`` defaults to ``$P2_CKPT``, else ``checkpoints/p2_best.pt`` next to this file. The
-model (``model_name``, ``model_kwargs``) and its input normalisation come from the checkpoint.
-Masks are RGB palette PNGs (``datasets.masks``) of the input's size; images of any size are
-accepted, batched with others of the same size, in sorted id order. Each mask is written to a
-temporary name and renamed, so an interrupted run leaves no truncated PNG. With ``--gt`` the
-predictions are scored in memory with ``metrics.ConfusionMatrix``, exactly as
-``mean_iou_evaluate.py`` scores the written files.
+The model, its constructor arguments and its input normalisation come from the checkpoint:
+``--checkpoint``, by default ``$P2_CKPT`` (empty counts as unset), else
+``checkpoints/p2_best.pt`` next to this file. Images of any size up to 20000x20000 are
+predicted by ``core.sliding_window`` in windows of the model's input size (a 512x512 tile is
+one window: exactly the model's own prediction). Masks are RGB palette PNGs of the input's
+size (``datasets.masks``). Images are decoded in ``--workers`` processes and masks encoded and
+written in a thread, beside the model. ``--precision auto`` predicts in the precision the
+checkpoint was validated in during training, so the masks score what the training log says;
+``--precision bf16`` runs bf16 autocast with channels_last, faster on a CPU with bf16
+arithmetic (the README's Performance section measures both).
+
+The output folder is never the image folder (compared after resolving links), and a file
+this script did not write is never replaced: ``.p2_test.json`` in the output folder lists the
+masks it wrote (name, size, mtime, inode), so running a command again replaces its own masks, while
+any other existing ``<id>_mask.png`` (e.g. ground truth) is refused unless ``--overwrite``.
+Other files are left alone, with a warning. Each PNG is written to a temporary name and
+renamed, so an interrupted run leaves no truncated mask.
+
+An image that cannot be read (empty, truncated, not an image, a dangling link, larger than
+20000x20000) is named and skipped: every other mask is still written, and the exit status is
+1. Exit status: 0 every mask written; 1 an error, one line naming the file or flag; 130 Ctrl-C.
 """
 import argparse
+import json
 import os
 import sys
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-import engine
-from datasets import NUM_CLASSES, DataError, P2Tiles, read_mask
+from core import cli
+from core.checkpoint import CheckpointError, load_model
+from core.fileio import atomic_write_bytes, write_json
+from core.metrics import ConfusionMatrix
+from core.runtime import inference_dtype, resolve_device
+from core.sliding_window import WEIGHTINGS, native_window, predict_masks
+from datasets import NUM_CLASSES, DataError, list_pairs, read_mask, read_rgb
+from datasets.common import format_problems, list_dir
 from datasets.masks import encode_png
-from datasets.common import format_problems
-from datasets.p2 import MASK_SUFFIX
-from datasets.transforms import to_float
-from metrics import ConfusionMatrix
+from datasets.p2 import MASK_SUFFIX, SAT_SUFFIX
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+MARKER = ".p2_test.json"
 
 
 class Images(Dataset):
-    """``(uint8 3 x H x W image or None, index, error message)``: an image that fails to decode
-    is reported with the others at the end instead of stopping the batch it is in."""
+    """``(k, uint8 3 x H x W image or None, error message)``: an image that cannot be read is
+    reported, not raised, so that the other images still run."""
 
-    def __init__(self, tiles):
-        self.tiles = tiles
+    def __init__(self, paths):
+        self.paths = paths
 
     def __len__(self):
-        return len(self.tiles)
+        return len(self.paths)
 
     def __getitem__(self, k):
         try:
-            image, _ = self.tiles.load(k)
+            return k, torch.from_numpy(read_rgb(self.paths[k])).permute(2, 0, 1), ""
         except DataError as e:
-            return None, k, str(e)
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), k, ""
+            return k, None, str(e)
 
 
-def collate(items):
-    good = [item for item in items if item[0] is not None]
-    images = torch.stack([item[0] for item in good]) if good else None
-    return images, [item[1] for item in good], [item[2] for item in items if item[2]]
+def readable(loader, errors):
+    """The ``(k, image)`` items of ``loader`` that decoded; the others' messages go to ``errors``."""
+    for k, image, error in loader:
+        if image is None:
+            errors.append(error)
+        else:
+            yield k, image
 
 
-def same_size_batches(sizes, batch_size):
-    """Index batches of at most ``batch_size`` images that share one size, in index order."""
-    groups = {}
-    for k, size in enumerate(sizes):
-        groups.setdefault(size, []).append(k)
-    return [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+class OutputFolder:
+    """The output folder, and which of its masks this script may replace (see the docstring).
+
+    ``.p2_test.json`` maps each mask an earlier run wrote to its ``[size, mtime_ns, inode]``
+    (every write is a rename, so a new inode), or to null: claimed by a run that may have
+    written it. ``claim`` marks every name this run will write before the first is written,
+    so a killed run is still known as the writer of its masks; ``finish`` records what was
+    written, and a claimed name that changed without being recorded (a write still in flight
+    when Ctrl-C came) stays claimed.
+    """
+
+    def __init__(self, folder, images, names, overwrite):
+        self.folder, self.names = folder, names
+        if os.path.realpath(folder) == os.path.realpath(images):
+            raise cli.UserError(f"--output {folder}: is the image folder {images}; the masks would be written "
+                                "beside the images (where ground-truth <id>_mask.png may live): choose another folder")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise cli.UserError(f"--output {folder}: exists and is not a folder")
+        os.makedirs(folder, exist_ok=True)
+        self.marker = os.path.join(folder, MARKER)
+        self.before = {n: rec for n, rec in self._read_marker().items() if os.path.lexists(os.path.join(folder, n))}
+        self.found = {n: self._stat(n) for n in names if os.path.lexists(os.path.join(folder, n))}
+        foreign = [n for n, st in self.found.items() if n not in self.before or self.before[n] not in (None, st)]
+        if foreign and not overwrite:
+            raise cli.UserError(format_problems(
+                f"--output {folder}: {len(foreign)} mask(s) there were not written by this script (ground truth?); "
+                "pass --overwrite to replace them, or choose another folder:",
+                [os.path.join(folder, n) for n in foreign]))
+        others = sorted(set(list_dir(folder)) - set(names) - {MARKER})
+        if others:
+            print(f"warning: --output {folder} already holds {len(others)} other file(s) (e.g. {others[0]}); they are "
+                  "left alone, but mean_iou_evaluate.py reports any other .png there as unpaired", file=sys.stderr)
+
+    def _stat(self, name):
+        st = os.lstat(os.path.join(self.folder, name))
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def _read_marker(self):
+        try:
+            with open(self.marker) as f:
+                masks = json.load(f)["masks"]
+            return {str(n): rec for n, rec in masks.items() if rec is None or len(rec) == 3}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            print(f"warning: {self.marker}: unreadable record of earlier runs; their masks count as foreign",
+                  file=sys.stderr)
+            return {}
+
+    def _save(self, records):
+        write_json(self.marker, {"written_by": "p2_test.py", "masks": records})
+
+    def claim(self):
+        try:
+            self._save({**self.before, **dict.fromkeys(self.names)})
+        except OSError as e:
+            raise cli.UserError(f"--output {self.folder}: cannot write into this folder ({e.strerror or e})") from None
+
+    def finish(self, written):
+        records = dict(self.before)
+        for n in self.names:
+            if n in written:
+                records[n] = written[n]
+            elif not os.path.lexists(os.path.join(self.folder, n)):
+                records.pop(n, None)
+            elif self._stat(n) != self.found.get(n):
+                records[n] = None
+        self._save(records)
 
 
-def load_model(path, device):
-    """``(model in eval mode on device, normalize dict)`` rebuilt from a p2 checkpoint."""
-    model, ckpt = engine.model_from_checkpoint(path, "p2", device)
-    if "normalize" not in ckpt:
-        raise engine.CheckpointError(f"{path}: has no 'normalize' entry (not written by p2_train.py)")
-    return model, ckpt["normalize"]
+def write_mask(folder, name, classes, written, gt_path=None, cm=None, errors=None):
+    """Encode and write one mask (atomically), record it, and score it against ``gt_path``."""
+    path = os.path.join(folder, name)
+    atomic_write_bytes(path, encode_png(classes))
+    st = os.lstat(path)
+    written[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    if cm is not None:
+        try:
+            gt = read_mask(gt_path)
+        except DataError as e:
+            errors.append(str(e))
+            return
+        if gt.shape != classes.shape:
+            errors.append(f"{gt_path}: ground truth is {gt.shape[1]}x{gt.shape[0]} but the image is "
+                          f"{classes.shape[1]}x{classes.shape[0]}")
+        else:
+            cm.update(torch.from_numpy(gt), torch.from_numpy(classes))
 
 
 def check_gt(gt_dir, ids):
@@ -81,85 +176,82 @@ def check_gt(gt_dir, ids):
     return paths
 
 
-@torch.inference_mode()
-def predict_folder(model, normalize, tiles, out_dir, device, batch_size, workers, dtype, gt_paths=None):
-    """Write every mask; return ``(written, errors, confusion matrix or None)``."""
-    mean = torch.tensor(normalize["mean"], device=device)
-    std = torch.tensor(normalize["std"], device=device)
-    loader = DataLoader(Images(tiles), batch_sampler=same_size_batches(tiles.sizes, batch_size),
-                        collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda")
-    cm = ConfusionMatrix(NUM_CLASSES) if gt_paths else None
-    written, errors = 0, []
-    for images, indices, errs in tqdm(loader, desc="predict", unit="batch", file=sys.stderr):
-        errors += errs
-        if images is None:
-            continue
-        with engine.autocast(device, dtype):
-            logits = model(to_float(images.to(device, non_blocking=True), mean, std))
-        preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        for k, pred in zip(indices, preds):
-            engine.atomic_write_bytes(os.path.join(out_dir, tiles.ids[k] + MASK_SUFFIX), encode_png(pred))
-            written += 1
-            if cm is not None:
-                gt = read_mask(gt_paths[k])
-                if gt.shape != pred.shape:
-                    errors.append(f"{gt_paths[k]}: ground truth is {gt.shape[1]}x{gt.shape[0]} but the image "
-                                  f"is {pred.shape[1]}x{pred.shape[0]}")
-                    continue
-                cm.update(torch.from_numpy(gt), torch.from_numpy(pred))
-    return written, errors, cm
-
-
-def main(args):
-    device = engine.resolve_device(args.device)
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    for flag, value in (("--images", args.images), ("--output", args.output)):
+        if not value:
+            raise cli.UserError(f"{flag}: empty path")
+    device = resolve_device(args.device)
+    ids = list_pairs(args.images, require_masks=False)
+    gt_paths = check_gt(args.gt, ids) if args.gt else [None] * len(ids)
+    model, ckpt = load_model(args.checkpoint, "p2", device)
     try:
-        model, normalize = load_model(args.checkpoint, device)
-        tiles = P2Tiles(args.images, require_masks=False)
-        gt_paths = check_gt(args.gt, tiles.ids) if args.gt else None
-        if os.path.exists(args.output) and not os.path.isdir(args.output):
-            raise DataError(f"--output {args.output}: exists and is not a folder")
-        os.makedirs(args.output, exist_ok=True)
-        ours = {i + MASK_SUFFIX for i in tiles.ids}
-        others = [n for n in os.listdir(args.output) if n not in ours]
-        if others:
-            print(f"warning: --output {args.output} already holds {len(others)} other file(s) (e.g. {others[0]}); "
-                  "they are left alone, but mean_iou_evaluate.py will report any other *_mask.png as unpaired",
-                  file=sys.stderr)
-        written, errors, cm = predict_folder(model, normalize, tiles, args.output, device, args.batch_size,
-                                             args.workers, engine.amp_dtype(device, args.amp), gt_paths)
-    except (engine.CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # output folder cannot be created or written
-        print(f"error: {e.filename or args.output}: cannot write ({e.strerror or e})", file=sys.stderr)
-        return 1
-    print(f"wrote {written} mask(s) to {args.output}")
+        window = native_window(model, args.window)
+    except ValueError as e:
+        raise cli.UserError(f"--window: {e}") from None
+    dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
+    channels_last = device.type == "cuda" or dtype is not None
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    names = [i + MASK_SUFFIX for i in ids]
+    out = OutputFolder(args.output, args.images, names, args.overwrite)
+    out.claim()
+
+    paths = [os.path.join(args.images, i + SAT_SUFFIX) for i in ids]
+    loader = DataLoader(Images(paths), batch_size=None, num_workers=args.workers,
+                        prefetch_factor=1 if args.workers else None, pin_memory=device.type == "cuda")
+    cm = ConfusionMatrix(NUM_CLASSES) if args.gt else None
+    errors, written, pending, interrupted = [], {}, None, False
+    masks = predict_masks(model, readable(loader, errors), mean=ckpt["preprocess"]["mean"],
+                          std=ckpt["preprocess"]["std"], window=window, overlap=args.overlap,
+                          weighting=args.weighting, batch_size=args.batch_size, device=device, dtype=dtype,
+                          channels_last=channels_last)
+    # One mask is encoded and written in a thread while the next image is predicted. Waiting on a
+    # future, not Thread.join: on Python < 3.13 a join interrupted by Ctrl-C marks a running
+    # thread as stopped, and the write in flight would be cut off at exit.
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        for k, classes in tqdm(masks, total=len(ids), desc="predict", unit="image", file=sys.stderr, disable=None):
+            if pending is not None:
+                pending.result()  # re-raises a failed write (e.g. a full disk) here
+            pending = pool.submit(write_mask, args.output, names[k], classes, written, gt_paths[k], cm, errors)
+        if pending is not None:
+            pending.result()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if pending is not None:
+            futures.wait([pending])  # the write in flight ends before the record is made
+        pool.shutdown()
+        out.finish(written)
+    if interrupted:
+        raise cli.Interrupted(f"{len(written)} of {len(ids)} mask(s) written to {args.output}; "
+                              "run the same command again to write them all")
+    print(f"wrote {len(written)} mask(s) to {args.output}")
     if cm is not None:
         print(cm.grader_report())
     if errors:
-        print("error: " + format_problems(f"{len(errors)} image(s) could not be processed:", errors),
-              file=sys.stderr)
-        return 1
+        raise DataError(format_problems(f"{len(errors)} image(s) could not be predicted (every other mask was "
+                                        "written):", errors))
     return 0
 
 
 def get_args_parser(add_help=True):
-    p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_ckpt = os.environ.get("P2_CKPT", os.path.join(ROOT, "checkpoints", "p2_best.pt"))
-    p.add_argument("--checkpoint", default=default_ckpt,
-                   help="p2 checkpoint from p2_train.py (default: $P2_CKPT, else checkpoints/p2_best.pt; "
-                        "now %(default)s)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter, add_help=add_help,
+                                parents=[cli.inference_parser("p2", 8, "windows per forward pass")])
     p.add_argument("--images", required=True, help="folder of <id>_sat.jpg images")
     p.add_argument("--output", required=True, help="folder for the <id>_mask.png predictions (created if needed)")
-    p.add_argument("--gt", default="", help="optional folder of <id>_mask.png ground truth: print the mIoU")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding processes (default: %(default)s)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto = cuda when available (default: %(default)s)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing <id>_mask.png files that this script did not write")
+    p.add_argument("--gt", default="", help="folder of <id>_mask.png ground truth: also print the grader's mIoU")
+    p.add_argument("--window", type=cli.positive_int, default=None,
+                   help="sliding-window side; None: the model's input size (FCN8s takes only 512), else 512")
+    p.add_argument("--overlap", type=cli.open_fraction, default=0.25,
+                   help="least overlap of neighbouring windows, a fraction of the window (images larger than it)")
+    p.add_argument("--weighting", choices=WEIGHTINGS, default="gaussian", help="blending of overlapping windows")
+    p.add_argument("--workers", type=cli.nonneg_int, default=2, help="image-decoding processes (0: decode in this one)")
     return p
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(cli.run(main, expected=(DataError, CheckpointError)))

@@ -1,11 +1,22 @@
-"""Image files: listing a folder and decoding one image, with errors that name the file."""
+"""Image files: listing a folder and decoding one image, with errors that name the file.
+
+Large scenes: PIL's decompression-bomb guard is set to ``MAX_PIXELS`` (20000 x 20000, more
+than a DeepGlobe original of 2448 x 2448 or a 14000 x 14000 mosaic); a larger image is refused
+with a ``DataError`` naming it before any pixel is decoded.
+"""
 import os
 import sys
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_SIDE = 20000
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
+# PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; read_rgb refuses above it itself.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+STRIP_PIXELS = 1 << 22  # pixels copied out of PIL's buffer at a time (see read_rgb)
 
 
 class DataError(ValueError):
@@ -20,12 +31,21 @@ def format_problems(header, problems, limit=20):
 
 
 def list_dir(folder):
-    """Sorted plain-file names of ``folder``; DataError if it is missing or not a folder."""
+    """Sorted names of the plain files of ``folder``, and of its dangling symbolic links (so that
+    a broken link is reported by name rather than silently skipped); DataError if the folder is
+    missing or not a folder."""
+    if not folder:
+        raise DataError("empty folder name")
     if not os.path.exists(folder):
         raise DataError(f"{folder}: no such folder")
     if not os.path.isdir(folder):
         raise DataError(f"{folder}: not a folder")
-    return sorted(f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f)))
+    try:
+        names = os.listdir(folder)
+    except OSError as e:
+        raise DataError(f"{folder}: cannot list ({e.strerror})") from None
+    paths = {n: os.path.join(folder, n) for n in names}
+    return sorted(n for n, p in paths.items() if os.path.isfile(p) or (os.path.islink(p) and not os.path.exists(p)))
 
 
 def warn_ignored(folder, names):
@@ -34,30 +54,77 @@ def warn_ignored(folder, names):
         print(f"warning: {folder}: ignoring {len(names)} file(s) that are not inputs: {shown}", file=sys.stderr)
 
 
+def _unreadable(path, e):
+    if os.path.islink(path) and not os.path.exists(path):
+        return DataError(f"{path}: not a readable image (dangling symbolic link to {os.readlink(path)})")
+    if isinstance(e, Image.DecompressionBombError):
+        return DataError(f"{path}: not a readable image (more than {2 * MAX_PIXELS} pixels; at most "
+                         f"{MAX_SIDE}x{MAX_SIDE} = {MAX_PIXELS} pixels are read)")
+    reason = "empty file" if os.path.isfile(path) and os.path.getsize(path) == 0 else f"{type(e).__name__}: {e}"
+    return DataError(f"{path}: not a readable image ({reason})")
+
+
+def _open(path):
+    """``Image.open`` with the size guard; the caller closes the image."""
+    with warnings.catch_warnings():  # between MAX_PIXELS and 2x PIL only warns; refused below
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        img.close()
+        raise DataError(f"{path}: {w}x{h} image refused: at most {MAX_SIDE}x{MAX_SIDE} = {MAX_PIXELS} pixels "
+                        "are read (decompression-bomb guard)")
+    return img
+
+
+READ_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
 def image_size(path):
     """(width, height) from the header only; DataError if the file is not a readable image."""
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             return img.size
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    except READ_ERRORS as e:
+        if isinstance(e, DataError):
+            raise
+        raise _unreadable(path, e) from None
+
+
+def _to_array(img):
+    """H x W x 3 uint8 copy of an RGB (or L) PIL image, copied in strips of rows.
+
+    ``np.asarray(img)`` would go through ``img.tobytes()``, a second full copy (and a third
+    while its chunks are joined); strips keep the peak at PIL's buffer plus the result.
+    """
+    w, h = img.size
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, STRIP_PIXELS // max(w, 1))
+    for y in range(0, h, rows):
+        strip = np.asarray(img.crop((0, y, w, min(h, y + rows))))
+        out[y:y + rows] = strip[..., None] if strip.ndim == 2 else strip
+    return out
 
 
 def read_rgb(path):
     """Decode ``path`` to an ``H x W x 3`` uint8 array.
 
-    Grayscale, palette, RGBA and 16-bit images are converted (alpha dropped, 16-bit scaled
-    to 8-bit); an unreadable or truncated file raises DataError naming it.
+    Grayscale, palette, RGBA, CMYK and 16-bit images are converted (alpha dropped, 16-bit
+    scaled to 8-bit); pixels are read as stored (no EXIF rotation, as the course grader).
+    An unreadable, empty, truncated or oversized file, or a dangling link, raises DataError
+    naming it.
     """
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.uint32)
                 arr = (arr >> 8).clip(0, 255).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
                 return np.repeat(arr[..., None], 3, axis=2)
-            if img.mode != "RGB":
+            if img.mode not in ("RGB", "L"):
                 img = img.convert("RGB")
-            return np.asarray(img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+            return _to_array(img)
+    except READ_ERRORS as e:
+        if isinstance(e, DataError):
+            raise
+        raise _unreadable(path, e) from None

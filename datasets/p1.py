@@ -40,10 +40,13 @@ class P1Images(Dataset):
     ``require_labels`` (training/validation) makes a name without a label an error.
     Images of another size are resized to 32x32 (a warning says how many). With a
     ``cache_dir`` the decoded array is kept on disk and reused while the folder is unchanged.
+    An unreadable file is an error listing every such file, unless ``skip_unreadable``
+    (grading): then the readable images are kept and ``unreadable`` holds one message per
+    file left out.
     """
 
     def __init__(self, root, require_labels=True, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE, cache_dir=None,
-                 progress=True):
+                 progress=True, skip_unreadable=False):
         self.root = root
         names = list_dir(root)
         self.files = [n for n in names if n.lower().endswith(IMAGE_EXTS)]
@@ -57,13 +60,26 @@ class P1Images(Dataset):
                 problems.append(f"{os.path.join(root, name)}: name carries no label in 0..{num_classes - 1} "
                                 "(expected <label>_<index>.png)")
             labels.append(UNLABELLED if label is None else label)
+            if not os.path.exists(os.path.join(root, name)) and not skip_unreadable:  # before the cache reads sizes
+                problems.append(f"{os.path.join(root, name)}: not a readable image (dangling symbolic link)")
         if problems:
             raise DataError(format_problems(f"{root}: {len(problems)} bad file(s):", problems))
 
-        def build():
-            return {"images": self._decode_all(image_size, progress)}
+        self.unreadable = []
 
-        if cache_dir:
+        def build():
+            images, problems = self._decode_all(image_size, progress)
+            problems = [p for p in problems if p is not None]
+            if problems:
+                raise DataError(format_problems(f"{self.root}: {len(problems)} bad file(s):", problems))
+            return {"images": images}
+
+        if skip_unreadable:
+            images, problems = self._decode_all(image_size, progress)
+            keep = [k for k, p in enumerate(problems) if p is None]
+            self.unreadable = [p for p in problems if p is not None]
+            self.files, labels, images = [self.files[k] for k in keep], [labels[k] for k in keep], images[keep]
+        elif cache_dir:
             images = cached_arrays(cache_dir, root, self.files, cache_tag(root, f"p1s{image_size}"), build)["images"]
         else:
             images = build()["images"]
@@ -71,24 +87,23 @@ class P1Images(Dataset):
         self.labels = torch.tensor(labels, dtype=torch.int64)
 
     def _decode_all(self, image_size, progress):
-        images = np.empty((len(self.files), image_size, image_size, 3), dtype=np.uint8)
-        problems, resized = [], 0
+        """``(N x size x size x 3 uint8, [None or the DataError message of each file])``."""
+        images = np.zeros((len(self.files), image_size, image_size, 3), dtype=np.uint8)
+        problems, resized = [None] * len(self.files), 0
         name = os.path.basename(self.root.rstrip("/"))
         for i, f in enumerate(tqdm(self.files, desc=f"decode {name}", disable=not progress, leave=False)):
             try:
                 arr = read_rgb(os.path.join(self.root, f))
             except DataError as e:
-                problems.append(str(e))
+                problems[i] = str(e)
                 continue
             if arr.shape[:2] != (image_size, image_size):
                 arr = resize_uint8(arr, image_size)
                 resized += 1
             images[i] = arr
-        if problems:
-            raise DataError(format_problems(f"{self.root}: {len(problems)} bad file(s):", problems))
         if resized:
             print(f"warning: {self.root}: {resized} image(s) were not {image_size}x{image_size} and were resized")
-        return images
+        return images, problems
 
     def __len__(self):
         return len(self.files)

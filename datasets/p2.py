@@ -7,6 +7,7 @@ has its mask and vice versa, sizes agree), and all bad files are reported togeth
 no JPEG/PNG and do no RGB -> class decoding.
 """
 import os
+import sys
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ def list_pairs(root, require_masks=True):
     if problems and require_masks:
         raise DataError(format_problems(f"{root}: {len(problems)} problem(s) with the file list:", problems))
     for p in problems:
-        print(f"warning: {p}")
+        print(f"warning: {p}", file=sys.stderr)
     if not sats:
         raise DataError(f"{root}: no <id>{SAT_SUFFIX} images in this folder")
     return sorted(sats)

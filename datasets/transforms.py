@@ -1,14 +1,11 @@
 """Joint transforms on ``(uint8 3 x H x W image, uint8 H x W mask)`` tensors.
 
 Flips, 90-degree rotations and crops move pixels without interpolating, so the mask keeps
-exact class ids; ``Resize`` uses bilinear for the image and NEAREST for the mask.
+exact class ids (no resizing: masks are never interpolated).
 """
 import random
 
-import torch
 import torch.nn.functional as F
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from .p2 import IGNORE_INDEX
 
@@ -66,32 +63,20 @@ class RandomCrop:
                 mask[top:top + self.size, left:left + self.size])
 
 
-class Resize:
-    def __init__(self, size):
-        self.size = [size, size] if isinstance(size, int) else list(size)
-
-    def __call__(self, image, mask):
-        if list(mask.shape) == self.size:
-            return image, mask
-        image = TF.resize(image, self.size, InterpolationMode.BILINEAR, antialias=True)
-        mask = TF.resize(mask[None], self.size, InterpolationMode.NEAREST)[0]
-        return image, mask
+# --augment policies. Aerial tiles have no "up", so every symmetry of the square (the dihedral
+# group D4: flips and 90-degree turns) gives another plausible tile.
+AUGMENT_POLICIES = {
+    "none": (),
+    "flips": (RandomHorizontalFlip, RandomVerticalFlip),
+    "d4": (RandomHorizontalFlip, RandomVerticalFlip, RandomRotate90),
+}
 
 
-def get_transform(train, crop_size=None, flips=True, rotate=True):
+def get_transform(train, crop_size=None, augment="none"):
+    """Training: the ``augment`` policy, then a random ``crop_size`` crop if given; eval: identity."""
     ts = []
     if train:
-        if flips:
-            ts += [RandomHorizontalFlip(), RandomVerticalFlip()]
-        if rotate:
-            ts.append(RandomRotate90())
+        ts += [t() for t in AUGMENT_POLICIES[augment]]
         if crop_size:
             ts.append(RandomCrop(crop_size))
     return Compose(ts)
-
-
-def to_float(images, mean, std):
-    """uint8 N x 3 x H x W (on any device) -> normalised float: ``(x/255 - mean) / std``."""
-    mean = torch.as_tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    return images.float().mul_(1 / (255 * std)).sub_(mean / std)

@@ -8,7 +8,6 @@ names, hyper-parameters and registration order follow the seed's printouts, so `
 """
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .classifier import check_width
@@ -138,9 +137,8 @@ class FCN8VGG(nn.Module):
     The seed sized these layers so that no crop is needed, but the three paths meet exactly
     only at a 512x512 input: pool5 is P x P, fc6 gives P - 6, ``upscore2`` gives 3P - 16,
     which must equal pool4's 2P, so P = 16 (10 -> 32 -> 64 -> 512). ``forward`` therefore
-    accepts any size: the input is zero-padded (bottom/right) up to a multiple of 512 in
-    each dimension (512 at least), cut into 512x512 tiles that run as one batch, and the
-    tile outputs are stitched back and cropped. Returns N x num_classes x H x W.
+    takes exactly ``input_size`` x ``input_size`` inputs (a ValueError names any other size);
+    images of other sizes go through ``core.sliding_window``. Returns N x num_classes x 512 x 512.
 
     Args:
         num_classes: number of segmentation classes.
@@ -150,7 +148,7 @@ class FCN8VGG(nn.Module):
 
     vgg_variant = "vgg16_bn"
     vgg_stages = ("features3", "features4", "features5")
-    tile_size = 512
+    input_size = 512
 
     def __init__(self, num_classes=7, width=1):
         super().__init__()
@@ -180,8 +178,11 @@ class FCN8VGG(nn.Module):
         # silent through the BN's gamma instead, and the conv like the other convs.
         nn.init.zeros_(self.bn4_2.weight)
 
-    def forward_tile(self, x):
-        """Forward pass for a batch of exactly 512x512 inputs (sizes below are at 512)."""
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            raise ValueError(f"FCN8VGG takes {self.input_size}x{self.input_size} inputs (the only size where its "
+                             f"skip paths meet), got {x.shape[-2]}x{x.shape[-1]}; predict larger or smaller "
+                             "images with core.sliding_window")
         h = self.features3(x)  # 1/8: 64x64
         pool3 = h
         h = self.features4(h)  # 1/16: 32x32
@@ -204,15 +205,3 @@ class FCN8VGG(nn.Module):
         h = self.score_pool3(pool3)  # 64x64
         h = upscore_pool4 + h
         return self.upscore8(h)  # 512x512
-
-    def forward(self, x):
-        n, _, height, width = x.shape
-        t = self.tile_size
-        rows, cols = -(-height // t), -(-width // t)
-        x = F.pad(x, (0, cols * t - width, 0, rows * t - height))
-        tiles = x.unfold(2, t, t).unfold(3, t, t)  # N x C x rows x cols x t x t
-        tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(n * rows * cols, -1, t, t)
-        h = self.forward_tile(tiles)  # (N * rows * cols) x K x t x t
-        h = h.reshape(n, rows, cols, -1, t, t).permute(0, 3, 1, 4, 2, 5)  # N x K x rows x t x cols x t
-        h = h.reshape(n, -1, rows * t, cols * t)
-        return h[:, :, :height, :width].contiguous()

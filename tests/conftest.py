@@ -1,12 +1,18 @@
-"""Shared fixtures: a small synthetic hw2_data tree, generated once per test session."""
+"""Shared fixtures and helpers: a small synthetic hw2_data tree, generated once per test
+session, and ``run_script`` for running the entry points as subprocesses."""
 import os
-import sys
+import subprocess
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+
+
+def run_script(*cmd, cwd, env=None, timeout=600):
+    """Run a command (an entry point) on one thread; returns the CompletedProcess with text output.
+    On a shared 2-core machine one thread per process is faster for these small networks."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

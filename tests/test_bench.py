@@ -1,25 +1,33 @@
-"""bench.py runs end to end, and its speed flags keep training numerically sane (not its speed)."""
+"""bench.py runs end to end (as a subprocess), and the paths it times against the naive ones
+compute the same thing: the input pipeline gives the naive tensors, and the speed options
+(channels_last, bf16) keep training numerically sane. Speed itself is bench.py's business."""
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
+from torchvision import transforms as T
 
-import bench
+from core.course_grader import read_mask_array
+from core.engine import train_step
+from core.presets import IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
 from datasets import IGNORE_INDEX, P2Tiles
 from models import get_model
-from p2_train import IMAGENET_MEAN, IMAGENET_STD
-from p2_train import make_prepare as p2_make_prepare
 from tests.conftest import ROOT
+
+CPU = torch.device("cpu")
+IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 
 def test_quick_run_writes_every_row(tmp_path):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "b.json"
     proc = subprocess.run([sys.executable, "bench.py", "--quick", "--json", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = {r["key"]: r for r in result["rows"]}
     assert list(rows) == ["input", "p2_step_fcn8s", "p2_step_fcn32s", "miou", "p1_step"]
@@ -34,32 +42,43 @@ def test_quick_run_writes_every_row(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tile_batch(synthetic_data):
-    tiles = P2Tiles(str(synthetic_data / "p2_data" / "train"), progress=False)
-    items = [tiles[k] for k in range(2)]
-    return torch.stack([i for i, _ in items]), torch.stack([m for _, m in items])
+def tiles(synthetic_data):
+    return P2Tiles(str(synthetic_data / "p2_data" / "train"), progress=False)
 
 
-def fcn8s_losses(batch, channels_last, dtype, steps=4):
-    """Losses of ``steps`` SGD steps of FCN8s (width 16) on one batch; dropout off so runs compare."""
-    cpu = torch.device("cpu")
+def test_input_pipeline_gives_the_naive_tensors(tiles):
+    """Ours (uint8 tiles, normalised on the device) against torchvision's ToTensor + Normalize of
+    the PIL image and the course grader's reading of the mask."""
+    naive_image = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(
+        Image.open(tiles.image_paths[0]).convert("RGB"))
+    naive_mask = torch.from_numpy(read_mask_array(np.array(Image.open(tiles.mask_paths[0]).convert("RGB")))).long()
+    image, mask = tiles[0]
+    x, y = make_prepare(CPU, IMAGENET)((image[None], mask[None]))
+    torch.testing.assert_close(x[0], naive_image, rtol=0, atol=1e-5)
+    torch.testing.assert_close(to_float(image[None], IMAGENET_MEAN, IMAGENET_STD)[0], naive_image, rtol=0, atol=1e-5)
+    assert torch.equal(y[0], naive_mask) and len(naive_mask.unique()) > 1
+
+
+def fcn8s_losses(tiles, channels_last, dtype, steps=4):
+    """Losses of ``steps`` SGD steps of FCN8s (width 64) on two tiles; dropout off so runs compare."""
+    batch = tuple(torch.stack(t) for t in zip(tiles[0], tiles[1]))
     torch.manual_seed(0)
-    model = get_model("fcn8s", width=16)
-    model, _ = bench.variant(model, cpu, channels_last)
+    model = get_model("fcn8s", width=64).to(memory_format=torch.channels_last if channels_last else
+                                            torch.contiguous_format)
     for m in model.modules():
         if isinstance(m, (nn.Dropout, nn.Dropout2d)):
             m.eval()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    prepare = p2_make_prepare(cpu, IMAGENET_MEAN, IMAGENET_STD, channels_last)
-    losses = bench.train_steps(model, nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX), optimizer, lambda: batch,
-                               prepare, cpu, dtype, steps)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    prepare = make_prepare(CPU, IMAGENET, channels_last=channels_last)
+    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    losses = [train_step(model, criterion, optimizer, *prepare(batch), CPU, dtype) for _ in range(steps)]
     return torch.stack(losses).double()
 
 
-def test_bf16_and_channels_last_keep_losses(tile_batch):
-    ref = fcn8s_losses(tile_batch, channels_last=False, dtype=None)
+def test_bf16_and_channels_last_keep_losses(tiles):
+    ref = fcn8s_losses(tiles, channels_last=False, dtype=None)
     assert ref[-1] < 0.95 * ref[0], f"fp32 losses do not decrease: {ref.tolist()}"
-    channels_last = fcn8s_losses(tile_batch, channels_last=True, dtype=None)
+    channels_last = fcn8s_losses(tiles, channels_last=True, dtype=None)
     torch.testing.assert_close(channels_last, ref, rtol=1e-4, atol=0)
-    bf16 = fcn8s_losses(tile_batch, channels_last=True, dtype=torch.bfloat16)
+    bf16 = fcn8s_losses(tiles, channels_last=True, dtype=torch.bfloat16)
     torch.testing.assert_close(bf16, ref, rtol=3e-2, atol=0)

@@ -1,4 +1,7 @@
-"""Two-process (gloo, CPU) checks of the distributed path: DDP gradients and reduced metrics."""
+"""The distributed path on the CPU (gloo): DDP gradients and reduced metrics in two spawned
+processes, single-process defaults, and both training scripts under torchrun, whose logged
+metric must equal a single-process evaluation of their checkpoint."""
+import argparse
 import os
 import socket
 import subprocess
@@ -6,13 +9,17 @@ import sys
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-import engine
+from core import checkpoint, distributed, engine, fileio, runtime
+from core.presets import make_prepare
+from datasets import P1Images, P2Tiles
 from models import get_model
 from tests.conftest import ROOT
+
+CPU = torch.device("cpu")
 
 
 def free_port():
@@ -22,76 +29,85 @@ def free_port():
 
 
 def _init(rank, world, port):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    """What torchrun does for a worker: the environment that ``init_distributed_mode`` reads."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    args = argparse.Namespace(device="cpu")
+    distributed.init_distributed_mode(args)
+    assert (args.distributed, args.rank, args.world_size) == (True, rank, world)
+    assert (distributed.get_rank(), distributed.get_world_size()) == (rank, world)
 
 
-def _grad_worker(rank, world, port, inputs, targets, out):
+def _worker(rank, world, port, grad_data, eval_data, out):
     _init(rank, world, port)
+    result = {}
+    # DDP gradients of half the batch on each rank
     torch.manual_seed(0)
-    model, _ = engine.wrap_model(get_model("fcn32s", width=16), torch.device("cpu"))
+    model, bare = distributed.wrap_model(get_model("fcn32s", width=16), CPU)
+    assert model is not bare and model.module is bare
     model.eval()  # BatchNorm on running stats, no dropout: the per-sample gradient is the same everywhere
+    inputs, targets = grad_data
     half = len(inputs) // world
-    x, y = inputs[rank * half:(rank + 1) * half], targets[rank * half:(rank + 1) * half]
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    if rank == 0:
-        torch.save({n: p.grad for n, p in model.module.named_parameters()}, out)
-    dist.destroy_process_group()
+    F.cross_entropy(model(inputs[rank * half:(rank + 1) * half]), targets[rank * half:(rank + 1) * half]).backward()
+    result["grads"] = {n: p.grad for n, p in bare.named_parameters()}
+    # evaluation reduced over ranks
+    loader = distributed.make_loader(TensorDataset(*eval_data), batch_size=2, train=False, workers=0, device=CPU)
+    seen = distributed.all_gather_object(list(loader.sampler))
+    cm, loss = engine.evaluate(torch.nn.Identity(), loader, CPU, 5, tuple, criterion=torch.nn.CrossEntropyLoss())
+    result.update(mat=cm.mat, loss=torch.tensor(loss), seen=seen)
+    if distributed.is_main_process():
+        torch.save(result, out)
+    distributed.cleanup_distributed()
 
 
-def test_ddp_gradients_equal_single_process_with_same_global_batch(tmp_path):
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """What two gloo processes computed: gradients of an FCN32s batch split in two, and the
+    evaluation of 7 samples (odd: a padding sampler would count one twice)."""
     torch.manual_seed(1)
-    inputs, targets = torch.randn(4, 3, 48, 48), torch.randint(0, 7, (4, 48, 48))
-    mp.spawn(_grad_worker, args=(2, free_port(), inputs, targets, str(tmp_path / "g.pt")), nprocs=2)
+    grad_data = torch.randn(4, 3, 48, 48), torch.randint(0, 7, (4, 48, 48))
+    eval_data = torch.randn(7, 5), torch.randint(0, 5, (7,))
+    out = tmp_path_factory.mktemp("ddp") / "result.pt"
+    mp.spawn(_worker, args=(2, free_port(), grad_data, eval_data, str(out)), nprocs=2)
+    return grad_data, eval_data, torch.load(out, weights_only=True)
+
+
+def test_ddp_gradients_equal_single_process_with_same_global_batch(two_ranks):
+    (inputs, targets), _, result = two_ranks
     torch.manual_seed(0)
     model = get_model("fcn32s", width=16).eval()
-    torch.nn.functional.cross_entropy(model(inputs), targets).backward()
-    ddp_grads = torch.load(tmp_path / "g.pt", weights_only=True)
+    F.cross_entropy(model(inputs), targets).backward()
     for name, p in model.named_parameters():
-        assert torch.allclose(p.grad, ddp_grads[name], rtol=1e-4, atol=1e-6), name
+        torch.testing.assert_close(result["grads"][name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def _eval_worker(rank, world, port, data, out):
-    _init(rank, world, port)
-    dataset = TensorDataset(*data)
-    loader = engine.make_loader(dataset, batch_size=2, train=False, workers=0, device=torch.device("cpu"))
-    model = torch.nn.Identity()
-    cm = engine.evaluate(model, loader, torch.device("cpu"), 5, prepare=lambda b: (b[0], b[1]))
-    if rank == 0:
-        torch.save(cm.mat, out)
-    dist.destroy_process_group()
-
-
-def test_distributed_evaluation_counts_each_sample_once(tmp_path):
-    torch.manual_seed(2)
-    n = 7  # odd: a padding sampler would count one sample twice
-    logits, labels = torch.randn(n, 5), torch.randint(0, 5, (n,))
-    mp.spawn(_eval_worker, args=(2, free_port(), (logits, labels), str(tmp_path / "cm.pt")), nprocs=2)
-    mat = torch.load(tmp_path / "cm.pt", weights_only=True)
-    assert int(mat.sum()) == n
+def test_distributed_evaluation_counts_each_sample_once(two_ranks):
+    _, (logits, labels), result = two_ranks
+    assert result["seen"] == [[0, 2, 4, 6], [1, 3, 5]]
     expected = torch.zeros(5, 5, dtype=torch.int64)
     for t, p in zip(labels, logits.argmax(1)):
         expected[t, p] += 1
-    assert torch.equal(mat, expected)
+    assert torch.equal(result["mat"], expected)
+    assert float(result["loss"]) == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-6)
 
 
 def test_single_process_defaults(monkeypatch):
     for var in ("RANK", "WORLD_SIZE", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
-
-    class Args:
-        device = "cpu"
-
-    args = Args()
-    engine.init_distributed_mode(args)
-    assert (args.distributed, args.rank, args.world_size) == (False, 0, 1)
+    args = argparse.Namespace(device="cpu")
+    distributed.init_distributed_mode(args)
+    assert (args.distributed, args.rank, args.world_size, args.local_rank) == (False, 0, 1, 0)
+    assert not distributed.is_dist() and distributed.is_main_process()
     model = torch.nn.Linear(2, 2)
-    wrapped, bare = engine.wrap_model(model, torch.device("cpu"))
+    wrapped, bare = distributed.wrap_model(model, CPU)
     assert wrapped is bare is model
+    assert distributed.all_reduce_sum([1.5, 2], CPU) == [1.5, 2.0] and distributed.all_gather_object("a") == ["a"]
+    loader = distributed.make_loader(TensorDataset(torch.arange(5)), 2, True, 0, CPU)
+    assert loader.sampler.__class__.__name__ == "RandomSampler" and len(loader) == 2  # drop_last for BatchNorm
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="CUDA is not available"):
-            engine.resolve_device("cuda")
+            runtime.resolve_device("cuda")
 
 
 # ---------------------------------------------------------------- the training scripts under torchrun
@@ -99,57 +115,54 @@ def test_single_process_defaults(monkeypatch):
 
 def torchrun(script, *flags):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           os.path.join(ROOT, script), *flags]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *flags]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # the scripts' one-line errors
+    assert r.returncode == 0, "\n".join(errors) + "\n" + r.stderr[-2000:]
+    return r
+
+
+def logged_epochs(out):
+    return [int(r["epoch"]) for r in fileio.read_csv(os.path.join(out, "log.csv"))]
+
+
+def evaluate_checkpoint(path, problem, dataset):
+    """A single-process evaluation of ``path`` on ``dataset``: ``(confusion matrix, checkpoint)``."""
+    model, ckpt = checkpoint.load_model(str(path), problem, CPU)
+    img_size = ckpt["model_kwargs"].get("img_size")
+    loader = distributed.make_loader(dataset, 4, False, 0, CPU)
+    cm, _ = engine.evaluate(model, loader, CPU, ckpt["model_kwargs"]["num_classes"],
+                            make_prepare(CPU, ckpt["preprocess"], img_size))
+    return cm, ckpt
 
 
 def test_p2_two_processes_metric_equals_single_process_evaluation(synthetic_data, tmp_path):
-    import p2_test
-    import p2_train
-    from datasets import NUM_CLASSES, P2Tiles
-
     out = tmp_path / "run"
-    flags = ["--data-path", str(synthetic_data / "p2_data"), "--output-dir", str(out), "--model", "fcn32s",
-             "--width", "16", "--pretrained", "none", "--img-size", "128", "--batch-size", "1", "--workers", "0",
-             "--device", "cpu", "--lr", "1e-3", "--snapshot-epochs", "1", "--no-cache"]
-    r = torchrun("p2_train.py", *flags, "--epochs", "1")
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = torchrun("p2_train.py", *flags, "--epochs", "2", "--resume", str(out / "last.pt"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(n for n in os.listdir(out) if n.endswith(".pt")) == ["best.pt", "last.pt"]
-    with open(out / "log.csv") as f:
-        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["1", "2"]  # rank 0 logs once
-    ckpt = engine.load_checkpoint(str(out / "last.pt"), "p2")
-    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 2
-
-    model, normalize = p2_test.load_model(str(out / "last.pt"), torch.device("cpu"))
+    torchrun("p2_train.py", "--recipe", "improved", "--data-path", str(synthetic_data / "p2_data"), "--width", "16",
+                 "--pretrained", "none", "--epochs", "2", "--switch-sgd-at", "0", "--snapshot-epochs", "1",
+                 "--batch-size", "2", "--workers", "0", "--lr", "1e-3", "--output-dir", str(out), "--cache-dir",
+                 str(tmp_path / "cache"))
+    assert logged_epochs(out) == [1, 2]  # rank 0 logs once
+    last = checkpoint.load(str(out / "last.pt"), "p2", training=True)
+    assert last["world_size"] == 2 and last["epoch"] == 2 and len(last["rng"]) == 2
+    assert checkpoint.load(str(out / "best.pt"), "p2")["kind"] == "inference"
     val = P2Tiles(str(synthetic_data / "p2_data" / "validation"))
-    loader = engine.make_loader(val, 2, False, 0, torch.device("cpu"))
-    prepare = p2_train.make_prepare(torch.device("cpu"), normalize["mean"], normalize["std"], False)
-    cm = engine.evaluate(model, loader, torch.device("cpu"), NUM_CLASSES, prepare)
-    assert cm.mean_iou()[0] == pytest.approx(ckpt["score"], abs=1e-9)
+    cm, ckpt = evaluate_checkpoint(out / "last.pt", "p2", val)
+    assert cm.mat.sum() == len(val) * 512 * 512
+    assert cm.mean_iou()[0] == pytest.approx(ckpt["meta"]["val_miou"], abs=1e-9)
 
 
-def test_p1_two_processes_metric_equals_single_process_evaluation(synthetic_data, tmp_path):
-    import p1_test
-    import p1_train
-    from datasets import P1Images
-
+def test_p1_two_processes_resume_and_metric_equals_single_process_evaluation(synthetic_data, tmp_path):
     out = tmp_path / "run"
-    flags = ["--data-path", str(synthetic_data / "p1_data"), "--output-dir", str(out), "--width", "4",
-             "--img-size", "32", "--batch-size", "25", "--optimizer", "adam", "--workers", "0", "--device", "cpu",
-             "--hflip", "--no-cache"]
-    r = torchrun("p1_train.py", *flags, "--epochs", "1")
-    assert r.returncode == 0, r.stderr[-3000:]
+    flags = ["--data-path", str(synthetic_data / "p1_data"), "--width", "16", "--img-size", "32", "--batch-size", "10",
+             "--workers", "0", "--lr-schedule", "none", "--cache-dir", str(tmp_path / "cache")]
+    torchrun("p1_train.py", *flags, "--epochs", "1", "--output-dir", str(out))
     r = torchrun("p1_train.py", *flags, "--epochs", "2", "--resume", str(out / "last.pt"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    with open(out / "log.csv") as f:
-        assert [line.split(",")[0] for line in f.read().splitlines()[1:]] == ["1", "2"]
-    model, ckpt = p1_test.load_model(str(out / "last.pt"), torch.device("cpu"))
-    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 2
+    assert logged_epochs(out) == [1, 2]
     val = P1Images(str(synthetic_data / "p1_data" / "val_50"), progress=False)  # 150 images: 75 per process
-    prepare = p1_train.make_prepare(torch.device("cpu"), ckpt["normalize"], ckpt["img_size"], False)
-    cm = engine.evaluate(model, engine.make_loader(val, 16, False, 0, torch.device("cpu")), torch.device("cpu"), 50,
-                         prepare)
-    assert cm.accuracy() == pytest.approx(ckpt["score"], abs=1e-12)
+    cm, ckpt = evaluate_checkpoint(out / "last.pt", "p1", val)
+    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 2 and cm.mat.sum() == len(val)
+    assert cm.accuracy() == pytest.approx(ckpt["meta"]["val_acc"], abs=1e-12)
+    best_cm, best = evaluate_checkpoint(out / "best.pt", "p1", val)
+    assert f"best val_acc {best_cm.accuracy():.4f} at epoch {best['meta']['epoch']}" in r.stdout
+    assert best_cm.accuracy() == pytest.approx(best["meta"]["val_acc"], abs=1e-12)

@@ -1,0 +1,17 @@
+"""The shared machinery below the entry-point scripts; one job per module.
+
+    cli            the flags P1 and P2 share, argument types, the exit convention
+    distributed    torchrun/SLURM set-up, rank-0 printing, samplers, DDP wrapping
+    runtime        device choice, seeds, AMP, RNG state, torch.compile
+    fileio         atomic file writes (bytes, JSON, CSV, the epoch log), run-folder lock
+    checkpoint     the checkpoint format: build, save, load, check, rebuild the model
+    engine         train_one_epoch / evaluate (the epoch loop itself lives in each script)
+    losses         focal loss and the criterion a run asks for
+    optim          optimizers and per-epoch schedules
+    presets        batch preparation on the device: normalisation, P1 augmentation, statistics
+    metrics        the one confusion matrix (accuracy, the course grader's mIoU)
+    sliding_window the one P2 predictor: windows of any image, blended, bounded memory
+    plots          every figure
+    pretrained     find and read ImageNet VGG16(-BN) weights (never downloads)
+    course_grader  the course's own mIoU code, kept verbatim as a reference for tests and bench
+"""

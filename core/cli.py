@@ -1,0 +1,189 @@
+"""The command-line layer shared by every script: argument types, the flags P1 and P2 training
+share (one meaning per flag name), and one exit convention.
+
+Exit convention (``run``): 0 success; 1 an error, printed as one line ``error: ...`` naming the
+file or flag (no traceback); 2 a usage error (argparse); 130 interrupted by Ctrl-C.
+"""
+import argparse
+import errno
+import os
+import sys
+
+# The repository's folder (where checkpoints/ lives), whatever the working directory.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each flag's help; the script's docstring printed as written."""
+
+
+class UserError(Exception):
+    """An error the user can fix; ``run`` prints it as ``error: <message>`` and exits 1."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with a message saying what was saved and how to continue; exit 130."""
+
+
+class RunParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` for training scripts whose defaults are, in this order of choice:
+
+    * ``resumed``: the settings saved in the ``--resume`` checkpoint (set by the script after
+      loading it), so ``--resume last.pt`` alone continues the run as it was started;
+    * else the chosen ``--recipe``'s values (``recipes``: name -> {dest: value}), so
+      ``parse_args(["--recipe", "improved"])`` returns the improved run and ``--help`` after
+      ``--recipe NAME`` shows that recipe.
+
+    Flags given on the command line always win.
+    """
+
+    def __init__(self, *a, recipes=None, **kw):
+        super().__init__(*a, **kw)
+        self.recipes, self.resumed = recipes, None
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.resumed is not None:
+            self.set_defaults(**self.resumed)
+        elif self.recipes:
+            pre = argparse.ArgumentParser(add_help=False)
+            pre.add_argument("--recipe", choices=list(self.recipes), default=next(iter(self.recipes)))
+            self.set_defaults(**self.recipes[pre.parse_known_args(args)[0].recipe])
+        return super().parse_known_args(args, namespace)
+
+
+def _number(cast, low=None, high=None, low_open=False, what="number"):
+    def parse(text):
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v != v or (low is not None and (v <= low if low_open else v < low)) or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 1, what="an integer >= 1")
+nonneg_int = _number(int, 0, what="an integer >= 0")
+positive_float = _number(float, 0, low_open=True, high=1e6, what="a number > 0")
+nonneg_float = _number(float, 0, high=1e6, what="a number >= 0")
+fraction = _number(float, 0, high=1, what="a number in [0, 1]")
+open_fraction = _number(float, 0, high=0.99, what="a number in [0, 0.99]")
+
+
+def width(text):
+    """A channel divisor: a positive divisor of 64 (1 = the seed's network)."""
+    v = _number(int, 1, what="a positive divisor of 64 (1, 2, 4, 8, 16, 32, 64)")(text)
+    if 64 % v:
+        raise argparse.ArgumentTypeError(f"expected a positive divisor of 64 (1, 2, 4, 8, 16, 32, 64), got {text!r}")
+    return v
+
+
+def int_list(text):
+    """``1,20,40`` -> [1, 20, 40] (positive integers)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = [0]
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+def str_list(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def env_path(name, default):
+    """``$name`` when set and not empty, else ``default``: one rule for P1_CKPT and P2_CKPT."""
+    return os.environ.get(name) or default
+
+
+def inference_parser(problem, batch_size, batch_help):
+    """The parent parser of the scripts that run a trained ``problem`` model (``p1_test.py``,
+    ``p2_test.py``, ``p1_tsne.py``): checkpoint, device, precision, batch size."""
+    env = f"{problem.upper()}_CKPT"
+    p = argparse.ArgumentParser(add_help=False, formatter_class=HelpFormatter)
+    p.add_argument("--checkpoint", default=env_path(env, os.path.join(REPO, "checkpoints", f"{problem}_best.pt")),
+                   help=f"best.pt or last.pt of {problem}_train.py; ${env} when set (and not empty)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when available")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: the precision the checkpoint was validated in during training (fp32 unless it was "
+                        "trained with --amp), so the scores match the training log; bf16: bf16 autocast (on CUDA: "
+                        "the AMP type), faster on CPUs with bf16 arithmetic, predictions may differ slightly")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_help)
+    return p
+
+
+def training_parser(description, problem_flags=None):
+    """The parent parser of ``p1_train.py`` / ``p2_train.py``: every flag both scripts take."""
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, add_help=False)
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--width", type=width, default=1, help="channel divisor (1 = the seed's network; 4-16 for CPU runs)")
+    g.add_argument("--epochs", type=positive_int, help="total epochs")
+    g.add_argument("--batch-size", type=positive_int, help="samples per step and process (>= 2: BatchNorm)")
+    g.add_argument("--lr", type=positive_float, help="learning rate of --optimizer")
+    g.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=nonneg_float, help="L2 weight decay (decoupled for adamw)")
+    g.add_argument("--lr-schedule", choices=["none", "cosine", "step"], default="none",
+                   help="per-epoch schedule (within each optimizer phase): cosine to 0, or step")
+    g.add_argument("--lr-step-size", type=nonneg_int, default=0,
+                   help="epochs between x--lr-gamma steps with --lr-schedule step (0 = once, after 2/3 of the phase)")
+    g.add_argument("--lr-gamma", type=fraction, default=0.1, help="factor of each --lr-schedule step")
+    g = p.add_argument_group("speed")
+    g.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16)")
+    g.add_argument("--channels-last", action="store_true", help="channels_last memory format (faster convs)")
+    g.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.compile the model (auto: on CUDA only); a graph that fails to compile runs eagerly")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun (CUDA)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when available")
+    g.add_argument("--workers", type=nonneg_int, default=4, help="data-loading processes")
+    g.add_argument("--cache-dir", default=".cache/decoded", help="decoded-image cache (uint8 memmaps)")
+    g.add_argument("--no-cache", action="store_true", help="decode every image on every epoch instead")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=0, help="random seed")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    g.add_argument("--output-dir", default="", help="run folder (empty: runs/<problem and model>)")
+    g.add_argument("--resume", default="", help="a run's last.pt to continue (with the run's own settings)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --output-dir that holds one (its files are replaced)")
+    g.add_argument("--print-freq", type=positive_int, default=50, help="a log line every this many steps")
+    return p
+
+
+def error_message(e):
+    """One line for an exception a user should see: the message without a traceback.
+
+    DataLoader workers wrap an exception as ``Caught X in DataLoader worker ... Original
+    Traceback ...``; the original message is its last line.
+    """
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    if isinstance(e, OSError) and not text.startswith(str(e.filename or "")):
+        reason = e.strerror or text
+        if e.errno == errno.ENOSPC:
+            reason = "no space left on the device"
+        text = f"{e.filename}: {reason}" if e.filename else reason
+    return text
+
+
+def run(main, argv=None, expected=()):
+    """Call ``main(argv)`` and turn the errors a user can cause into one line and an exit code.
+
+    ``expected`` lists further exception types (e.g. ``DataError``) reported as ``error: ...``.
+    """
+    try:
+        return main(argv) or 0
+    except Interrupted as e:
+        print(f"\ninterrupted: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (UserError, OSError, *expected) as e:
+        print(f"error: {error_message(e)}", file=sys.stderr)
+        return 1

@@ -1,0 +1,131 @@
+"""Device, seeds, mixed precision, RNG state and ``torch.compile`` for both problems."""
+import contextlib
+import platform
+import random
+import warnings
+
+import numpy as np
+import torch
+
+
+def resolve_device(name, local_rank=0):
+    """``auto`` -> cuda when available; SystemExit with one line when CUDA is asked for but absent."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda: CUDA is not available on this machine")
+        torch.backends.cudnn.benchmark = True
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def seed_everything(seed, deterministic=False):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def amp_dtype(device, enabled):
+    """bf16 where the device supports it, else fp16 on CUDA; None when AMP is off."""
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def cpu_computes_bf16():
+    """Whether this CPU has bf16 arithmetic (x86 AVX512-BF16 or AMX; Arm BF16) that oneDNN uses.
+
+    PyTorch has no public query: these are the private checks its own CPU autocast tests use,
+    and any failure reads as "no". Without the instructions bf16 is emulated, slower than fp32.
+    """
+    try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def precision_name(dtype):
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` (None) for an autocast dtype: how checkpoints record it."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def inference_dtype(device, precision, trained="fp32"):
+    """``--precision`` -> autocast dtype (None: fp32).
+
+    ``auto`` is ``trained``, the precision the checkpoint's validation ran in, so predictions
+    reproduce the logged scores; reduced precision then needs a device that computes it (CUDA,
+    or a CPU with bf16 arithmetic), else fp32. ``bf16`` forces bf16 autocast (on CUDA, the AMP
+    type).
+    """
+    if precision == "auto":
+        if trained == "fp32" or not (device.type == "cuda" or cpu_computes_bf16()):
+            return None
+        precision = "bf16"
+    if precision == "fp32":
+        return None
+    return amp_dtype(device, True) if device.type == "cuda" else torch.bfloat16
+
+
+def autocast(device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_scaler(device, dtype):
+    """A GradScaler only for fp16 (bf16 needs none)."""
+    return torch.amp.GradScaler("cuda") if dtype == torch.float16 and device.type == "cuda" else None
+
+
+def compile_enabled(flag, device):
+    """``--compile auto`` compiles on CUDA only (on a CPU the compile time outweighs the gain)."""
+    return device.type == "cuda" if flag == "auto" else flag == "on"
+
+
+def maybe_compile(model, enabled, backend="inductor"):
+    """``torch.compile(model)`` when ``enabled``; a graph that fails to compile runs eagerly.
+
+    PyTorch's own fallback does the work: with ``suppress_errors`` a compilation error is
+    printed once as a warning and that frame runs in eager mode, so a broken compiler (no C++
+    toolchain, an unsupported GPU) costs speed, never the run.
+    """
+    if not enabled:
+        return model
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    try:
+        return torch.compile(model, backend=backend)
+    except Exception as e:  # torch.compile itself refused (e.g. unsupported Python)
+        warnings.warn(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly")
+        return model
+
+
+def rng_state():
+    """Every RNG's state in types ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

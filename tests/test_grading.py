@@ -1,0 +1,323 @@
+"""The grading path (hw2_p1.sh / hw2_p2.sh, p1_test.py / p2_test.py) against a tired user and a
+broken disk: it never replaces a file it did not write, predicts every readable image when
+some are not, names every bad file, and exits with one line, 1 or 130.
+
+Scripts run as subprocesses, or in this process through ``main(argv)`` under ``cli.run`` (the
+scripts' own exit convention; the script is loaded with ``runpy``, never imported), with
+untrained width-16 models saved as inference checkpoints.
+"""
+import functools
+import os
+import runpy
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core import checkpoint, cli
+from core.checkpoint import CheckpointError
+from core.fileio import read_csv
+from core.presets import to_float
+from datasets import DataError, read_mask
+from models import get_model
+from tests.conftest import ROOT
+from tests.test_sliding_window import png_header
+
+PRE = {"mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+def save_checkpoint(path, problem, name, kwargs):
+    torch.manual_seed(0)
+    model = get_model(name, **kwargs)
+    for m in model.modules():  # untrained but not constant: score layers start at zero
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.normal_(m.weight, std=0.05)
+    checkpoint.save(checkpoint.inference_state(problem, name, kwargs, model, PRE), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def p2_ckpt(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "p2.pt", "p2", "fcn8s", {"num_classes": 7, "width": 16})
+
+
+@pytest.fixture(scope="module")
+def p1_ckpt(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "p1.pt", "p1", "classifier",
+                           {"num_classes": 50, "width": 16, "img_size": 32})
+
+
+def image(path, size=(64, 80), seed=0, mode=None):
+    rgb = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert(mode or "RGB").save(path, format="PNG" if str(path).endswith(".png") else "JPEG")
+    return rgb
+
+
+@functools.cache
+def script_main(name):
+    """The ``main`` of the script ``<name>.py``, loaded as a script (not imported)."""
+    return runpy.run_path(os.path.join(ROOT, f"{name}.py"), run_name=name)["main"]
+
+
+def run_main(name, argv, capsys):
+    """``(exit code, stdout, stderr)`` of ``<name>.py``'s ``main(argv)`` under the scripts' exit convention."""
+    code = cli.run(script_main(name), argv, expected=(DataError, CheckpointError))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def p2(images, out, ckpt, capsys, *extra):
+    return run_main("p2_test", ["--checkpoint", str(ckpt), "--images", str(images), "--output", str(out),
+                              "--workers", "0", "--device", "cpu", *extra], capsys)
+
+
+def p1(images, out, ckpt, capsys, *extra):
+    return run_main("p1_test", ["--checkpoint", str(ckpt), "--images", str(images), "--output", str(out),
+                              "--device", "cpu", *extra], capsys)
+
+
+def hw2(script, a, b, cwd, env_key, ckpt, **kwargs):
+    env = dict(os.environ, **{env_key: str(ckpt)})
+    return subprocess.run(["bash", os.path.join(ROOT, script), str(a), str(b)], env=env, cwd=cwd,
+                          capture_output=True, text=True, **kwargs)
+
+
+def snapshot(folder, suffix=""):
+    return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))
+            if (folder / n).is_file() and n.endswith(suffix)}
+
+
+def bad_files(folder, suffix):
+    """Every kind of unreadable image, named ``<kind><suffix>``."""
+    good = folder / "good.png"
+    image(good, (300, 200))
+    data = good.read_bytes()
+    (folder / f"random{suffix}").write_bytes(np.random.default_rng(1).bytes(5000))
+    (folder / f"empty{suffix}").write_bytes(b"")
+    (folder / f"bomb{suffix}").write_bytes(png_header(60000, 60000))
+    (folder / f"huge{suffix}").write_bytes(png_header(20001, 20000))
+    os.symlink(folder / "gone.jpg", folder / f"dangling{suffix}")
+    (folder / f"cutpng{suffix}").write_bytes(data[:len(data) // 2])
+    image(folder / "jpg.jpg", (300, 200))
+    (folder / f"cutjpg{suffix}").write_bytes((folder / "jpg.jpg").read_bytes()[:2000])
+    good.unlink()
+    (folder / "jpg.jpg").unlink()
+    return [f"{k}{suffix}" for k in ("random", "empty", "bomb", "huge", "dangling", "cutpng", "cutjpg")]
+
+
+# ---------------------------------------------------------------- P2: the output folder
+
+
+@pytest.fixture
+def val(tmp_path):
+    """An image folder holding ground truth beside the images, as the official validation set."""
+    d = tmp_path / "validation"
+    d.mkdir()
+    for i in range(2):
+        image(d / f"000{i}_sat.jpg", seed=i)
+        Image.fromarray(np.zeros((64, 80, 3), np.uint8)).save(d / f"000{i}_mask.png")
+    return d
+
+
+def test_p2_refuses_to_write_into_the_image_folder(val, p2_ckpt, tmp_path, capsys):
+    before = snapshot(val)
+    os.symlink(val, tmp_path / "link")
+    for out in (val, f"{val}/", val / ".." / "validation", tmp_path / "link"):
+        code, _, err = p2(val, out, p2_ckpt, capsys, "--overwrite")
+        assert code == 1 and "is the image folder" in err, err
+    r = hw2("hw2_p2.sh", val, val, tmp_path, "P2_CKPT", p2_ckpt)
+    assert r.returncode == 1 and "is the image folder" in r.stderr and "Traceback" not in r.stderr
+    assert snapshot(val) == before
+
+
+def test_p2_never_replaces_a_mask_it_did_not_write(val, p2_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    gt = (val / "0000_mask.png").read_bytes()
+    (out / "0000_mask.png").write_bytes(gt)
+    (out / "notes.txt").write_text("mine")
+    code, _, err = p2(val, out, p2_ckpt, capsys)
+    assert code == 1 and "not written by this script" in err and "--overwrite" in err and "0000_mask.png" in err
+    assert snapshot(out) == {"0000_mask.png": gt, "notes.txt": b"mine"}  # nothing written at all
+    code, _, err = p2(val, out, p2_ckpt, capsys, "--overwrite")
+    assert code == 0 and "1 other file(s) (e.g. notes.txt)" in err
+    assert (out / "0000_mask.png").read_bytes() != gt and (out / "notes.txt").read_text() == "mine"
+
+
+def test_p2_rerun_replaces_its_own_masks_and_nothing_else(val, p2_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert p2(val, out, p2_ckpt, capsys)[0] == 0
+    assert sorted(os.listdir(out)) == [".p2_test.json", "0000_mask.png", "0001_mask.png"]
+    first = snapshot(out, ".png")
+    assert p2(val, out, p2_ckpt, capsys)[0] == 0  # the same command again
+    assert snapshot(out, ".png") == first
+    (out / "0001_mask.png").write_bytes((val / "0001_mask.png").read_bytes())  # replaced by someone else
+    code, _, err = p2(val, out, p2_ckpt, capsys)
+    assert code == 1 and "0001_mask.png" in err and "0000_mask.png" not in err
+    assert (out / "0001_mask.png").read_bytes() == (val / "0001_mask.png").read_bytes()
+
+
+def test_p2_output_not_writable_is_one_line(val, p2_ckpt, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, message in ((tmp_path / "file" / "out", "file/out"), (tmp_path / "file", "exists and is not a folder")):
+        code, _, err = p2(val, out, p2_ckpt, capsys)
+        assert code == 1 and message in err and err.count("error:") == 1, err
+
+
+# ---------------------------------------------------------------- P2: images
+
+
+def test_p2_predicts_every_readable_image_and_names_each_bad_one(p2_ckpt, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    bad = bad_files(images, "_sat.jpg")
+    sizes = {"a": (512, 512), "tall": (600, 400), "dot": (1, 1)}
+    for k, (name, size) in enumerate(sizes.items()):
+        image(images / f"{name}_sat.jpg", size, seed=k)
+    code, out, err = p2(images, tmp_path / "out", p2_ckpt, capsys)
+    assert code == 1 and f"{len(bad)} image(s) could not be predicted" in err
+    for name in bad:
+        assert f"{name}: not a readable image" in err or f"{name}: 20001x20000 image refused" in err, name
+    assert "wrote 3 mask(s)" in out
+    for name, size in sizes.items():
+        assert read_mask(str(tmp_path / "out" / f"{name}_mask.png")).shape == size
+
+
+def test_p2_converts_odd_images_and_keeps_names(p2_ckpt, tmp_path, capsys):
+    images = tmp_path / "in put ü"
+    images.mkdir()
+    image(images / "gray_sat.jpg", mode="L")
+    image(images / "rgba_sat.png", mode="RGBA")
+    os.rename(images / "rgba_sat.png", images / "rgba_sat.jpg")  # a PNG named .jpg is still decoded
+    Image.fromarray(np.full((64, 80), 40000, np.uint16)).save(images / "deep.png")
+    os.rename(images / "deep.png", images / "deep_sat.jpg")
+    image(images / "spaced name ß_sat.jpg")
+    code, _, err = p2(images, tmp_path / "out dir", p2_ckpt, capsys)
+    assert code == 0, err
+    written = sorted(n for n in os.listdir(tmp_path / "out dir") if n.endswith(".png"))
+    assert written == sorted(["gray_mask.png", "rgba_mask.png", "deep_mask.png", "spaced name ß_mask.png"])
+    assert all(read_mask(str(tmp_path / "out dir" / n)).shape == (64, 80) for n in written)
+
+
+@pytest.mark.parametrize("setup", [lambda d: None, lambda d: (d / "notes.txt").write_text("x")])
+def test_p2_empty_or_non_image_folder(p2_ckpt, tmp_path, capsys, setup):
+    images = tmp_path / "images"
+    images.mkdir()
+    setup(images)
+    code, _, err = p2(images, tmp_path / "out", p2_ckpt, capsys)
+    assert code == 1 and "no <id>_sat.jpg images" in err and not (tmp_path / "out").exists()
+
+
+def test_p2_wrong_checkpoint_kind(val, p1_ckpt, tmp_path, capsys):
+    code, _, err = p2(val, tmp_path / "out", p1_ckpt, capsys)
+    assert code == 1 and "p1.pt: is a p1 checkpoint" in err and not (tmp_path / "out").exists()
+
+
+def test_p2_fp32_masks_are_the_models_own_prediction(p2_ckpt, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    rgb = image(images / "0000_sat.png", (512, 512))
+    os.rename(images / "0000_sat.png", images / "0000_sat.jpg")  # lossless, so the pixels are known
+    model, _ = checkpoint.load_model(str(p2_ckpt), "p2", torch.device("cpu"))
+    with torch.no_grad():
+        ref = model(to_float(torch.from_numpy(rgb).permute(2, 0, 1)[None], PRE["mean"], PRE["std"])).argmax(1)[0]
+    assert p2(images, tmp_path / "fp32", p2_ckpt, capsys, "--precision", "fp32")[0] == 0
+    assert np.array_equal(read_mask(str(tmp_path / "fp32" / "0000_mask.png")), ref.numpy())
+    assert p2(images, tmp_path / "bf16", p2_ckpt, capsys, "--precision", "bf16")[0] == 0
+    assert (read_mask(str(tmp_path / "bf16" / "0000_mask.png")) == ref.numpy()).mean() > 0.9
+
+
+@pytest.mark.parametrize("name", ["p1_test", "p2_test"])
+def test_an_empty_checkpoint_variable_counts_as_unset(monkeypatch, capsys, name):
+    monkeypatch.setenv(f"{name[:2].upper()}_CKPT", "")
+    with pytest.raises(SystemExit):
+        script_main(name)(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {os.path.join(ROOT, 'checkpoints', name[:2] + '_best.pt')})" in help_text
+
+
+# ---------------------------------------------------------------- P1
+
+
+@pytest.fixture
+def p1_dir(tmp_path):
+    d = tmp_path / "images"
+    d.mkdir()
+    for name in ("0_0.png", "3_1.png", "nolabel.png"):
+        image(d / name, (32, 32))
+    return d
+
+
+def test_p1_refuses_outputs_that_would_destroy_a_file(p1_dir, p1_ckpt, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    os.symlink(p1_dir / "0_0.png", tmp_path / "link.csv")
+    before = snapshot(p1_dir)
+    cases = {p1_dir / "0_0.png": "is one of the input images", tmp_path / "link.csv": "is one of the input images",
+             tmp_path / "notes.txt": "exists and is not a .csv", tmp_path: "is a folder",
+             tmp_path / "new.png": "names an image file", tmp_path / "notes.txt" / "x.csv": "is not a folder"}
+    for out, message in cases.items():
+        code, _, err = p1(p1_dir, out, p1_ckpt, capsys)
+        assert code == 1 and message in err and err.count("error:") == 1, (out, err)
+    assert snapshot(p1_dir) == before and (tmp_path / "notes.txt").read_text() == "mine"
+    r = hw2("hw2_p1.sh", p1_dir, p1_dir / "0_0.png", tmp_path, "P1_CKPT", p1_ckpt)
+    assert r.returncode == 1 and "is one of the input images" in r.stderr and "Traceback" not in r.stderr
+    assert snapshot(p1_dir) == before
+    for _ in range(2):  # a CSV inside the input folder is fine, and so is writing it again
+        code, out, err = p1(p1_dir, p1_dir / "pred.csv", p1_ckpt, capsys)
+        assert code == 0 and "wrote 3 prediction(s)" in out, err
+    assert [r["image_id"] for r in read_csv(p1_dir / "pred.csv")] == ["0_0.png", "3_1.png", "nolabel.png"]
+
+
+def test_p1_predicts_every_readable_image_and_names_each_bad_one(p1_dir, p1_ckpt, tmp_path, capsys):
+    bad = bad_files(p1_dir, ".png")
+    code, out, err = p1(p1_dir, tmp_path / "pred.csv", p1_ckpt, capsys)
+    assert code == 1 and f"{len(bad)} image(s) could not be read" in err
+    assert all(name in err for name in bad), err
+    rows = read_csv(tmp_path / "pred.csv")
+    assert [r["image_id"] for r in rows] == ["0_0.png", "3_1.png", "nolabel.png"]
+    assert all(0 <= int(r["label"]) < 50 for r in rows)
+
+
+# ---------------------------------------------------------------- the shell entry points
+
+
+def test_hw2_scripts_take_dash_and_space_paths_from_any_cwd(p1_ckpt, p2_ckpt, tmp_path):
+    (tmp_path / "-p2 in").mkdir()
+    image(tmp_path / "-p2 in" / "0007_sat.jpg", (100, 120))
+    r = hw2("hw2_p2.sh", "-p2 in", "-p2 out", tmp_path, "P2_CKPT", p2_ckpt)
+    assert r.returncode == 0, r.stderr
+    assert read_mask(str(tmp_path / "-p2 out" / "0007_mask.png")).shape == (100, 120)
+    (tmp_path / "-p1 in").mkdir()
+    image(tmp_path / "-p1 in" / "4_2.png", (32, 32))
+    r = hw2("hw2_p1.sh", "-p1 in", "--pred.csv", tmp_path, "P1_CKPT", p1_ckpt, )
+    assert r.returncode == 0, r.stderr
+    assert [row["image_id"] for row in read_csv(tmp_path / "--pred.csv")] == ["4_2.png"]
+
+
+def test_ctrl_c_during_grading_exits_130_and_a_rerun_finishes(p2_ckpt, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    image(images / "0000_sat.jpg", (512, 512))
+    for i in range(1, 20):
+        os.link(images / "0000_sat.jpg", images / f"{i:04d}_sat.jpg")
+    out = tmp_path / "out"
+    env = dict(os.environ, P2_CKPT=str(p2_ckpt))
+    proc = subprocess.Popen(["bash", os.path.join(ROOT, "hw2_p2.sh"), str(images), str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out / "0000_mask.png").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted:" in err and "run the same command again" in err and "Traceback" not in err
+    assert not [n for n in os.listdir(out) if ".tmp" in n]
+    written = len([n for n in os.listdir(out) if n.endswith(".png")])
+    assert 0 < written < 20
+    code, _, err = p2(images, out, p2_ckpt, capsys)
+    assert code == 0, err
+    assert len([n for n in os.listdir(out) if n.endswith(".png")]) == 20

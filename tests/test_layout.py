@@ -1,0 +1,43 @@
+"""The repository's shape: the top level holds the entry points only, and no module (library,
+script or test) imports an entry point; the README's layout table names every module."""
+import ast
+import os
+
+from tests.conftest import ROOT
+
+ENTRY_POINTS = {"p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_evaluate", "bench"}
+PACKAGES = ("core", "datasets", "models", "tests")
+
+
+def python_files():
+    for folder in ("",) + PACKAGES:
+        for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+            if name.endswith(".py"):
+                yield os.path.join(folder, name)
+
+
+def imported_modules(path):
+    tree = ast.parse(open(os.path.join(ROOT, path)).read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def test_top_level_holds_only_the_entry_points():
+    top = {n[:-3] for n in os.listdir(ROOT) if n.endswith(".py")}
+    assert top == ENTRY_POINTS
+
+
+def test_no_module_imports_an_entry_point():
+    offenders = [(path, m) for path in python_files() for m in imported_modules(path)
+                 if m.split(".")[0] in ENTRY_POINTS]
+    assert offenders == []
+
+
+def test_readme_layout_names_every_module():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    missing = [p for p in python_files() if not p.startswith("tests") and not p.endswith("__init__.py")
+               and f"`{p}`" not in readme]
+    assert missing == []
