@@ -69,11 +69,7 @@ def write_per_class_csv(cm, path):
 
 
 def main(argv=None):
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    resume = checkpoint.load(args.resume, "p1", training=True) if args.resume else None
-    if resume is not None:  # the run's own settings, with the flags given now on top
-        args = runs.resumed_args(parser, argv, resume, args.resume)
+    args, resume = runs.parse_args(get_args_parser(), argv, "p1")  # resume: the --resume checkpoint or None
     check_args(args)
     distributed.init_distributed_mode(args)
     device = runtime.resolve_device(args.device, args.local_rank)
@@ -121,25 +117,16 @@ def main(argv=None):
             acc = cm.accuracy()
             t_other = time.perf_counter()
             is_best, best = acc > best, max(acc, best)
-            rngs = distributed.all_gather_object(runtime.rng_state())
-            if distributed.is_main_process():
-                inference = checkpoint.inference_state("p1", args.model, model_kwargs, model_without_ddp, preprocess,
-                                                       epoch=epoch, val_acc=acc,
-                                                       precision=runtime.precision_name(dtype))
-                state = checkpoint.to_cpu(checkpoint.training_state(
-                    inference, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler, phase=args.optimizer,
-                    epoch=epoch, best_score=best, args=vars(args), rng=rngs,
-                    world_size=distributed.get_world_size()))
-                row = {"epoch": epoch, "lr": f"{lr:.6g}", "train_loss": f"{train['loss']:.6f}",
-                       "val_loss": f"{val_loss:.6f}", "val_acc": f"{acc:.6f}",
-                       "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}",
-                       "other_seconds": f"{time.perf_counter() - t_other:.2f}"}
-                checkpoint.submit_epoch(run.writer, args.output_dir, state, is_best,
-                                        then=[lambda r=row: log.append(r)])
-                distributed.log(f"epoch {epoch}: lr {lr:.3g} train_loss {train['loss']:.4f} val_loss {val_loss:.4f} "
-                                f"val_acc {acc:.4f}{' (best)' if is_best else ''} "
-                                f"[{train['images'] / train['seconds']:.0f} img/s]")
-            run.saved_epoch = epoch
+            inference = checkpoint.inference_state("p1", args.model, model_kwargs, model_without_ddp, preprocess,
+                                                   epoch=epoch, val_acc=acc, precision=runtime.precision_name(dtype))
+            row = {"epoch": epoch, "lr": f"{lr:.6g}", "train_loss": f"{train['loss']:.6f}",
+                   "val_loss": f"{val_loss:.6f}", "val_acc": f"{acc:.6f}",
+                   "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}"}
+            run.save_epoch(inference, log, row, t_other, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler,
+                           phase=args.optimizer, epoch=epoch, best_score=best, is_best=is_best)
+            distributed.log(f"epoch {epoch}: lr {lr:.3g} train_loss {train['loss']:.4f} val_loss {val_loss:.4f} "
+                            f"val_acc {acc:.4f}{' (best)' if is_best else ''} "
+                            f"[{train['images'] / train['seconds']:.0f} img/s]")
             distributed.barrier()
         run.writer.wait()
         distributed.barrier()  # best.pt is on disk before any process reads it

@@ -210,11 +210,7 @@ def snapshot_indices(val_set, ids):
 
 
 def main(argv=None):
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    resume = checkpoint.load(args.resume, "p2", training=True) if args.resume else None
-    if resume is not None:  # the run's own settings, with the flags given now on top
-        args = runs.resumed_args(parser, argv, resume, args.resume)
+    args, resume = runs.parse_args(get_args_parser(), argv, "p2")  # resume: the --resume checkpoint or None
     check_args(args)
     backbone = backbone_state_dict(args)
     distributed.init_distributed_mode(args)
@@ -276,28 +272,20 @@ def main(argv=None):
             miou, per_class, _ = cm.mean_iou(SCORED_CLASSES)
             t_other = time.perf_counter()
             is_best, best = miou > best, max(miou, best)
-            rngs = distributed.all_gather_object(runtime.rng_state())
-            if distributed.is_main_process():
-                inference = checkpoint.inference_state("p2", args.model, model_kwargs, model_without_ddp, preprocess,
-                                                       epoch=epoch, val_miou=miou, recipe=args.recipe,
-                                                       precision=runtime.precision_name(dtype),
-                                                       class_weights=class_weights)
-                state = checkpoint.to_cpu(checkpoint.training_state(
-                    inference, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler, phase=phase, epoch=epoch,
-                    best_score=best, args=vars(args), rng=rngs, world_size=distributed.get_world_size()))
-                if epoch in args.snapshot_epochs:
-                    save_snapshots(model_without_ddp, val_set, indices, epoch, args.output_dir, prepare, device, dtype)
-                row = {"epoch": epoch, "phase": phase, "lr": f"{lr:.6g}", "train_loss": f"{train['loss']:.6f}",
-                       "val_loss": f"{val_loss:.6f}", "val_miou": f"{miou:.6f}",
-                       **{f"iou_{CLASS_NAMES[c]}": f"{v:.6f}" for c, v in per_class.items()},
-                       "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}",
-                       "other_seconds": f"{time.perf_counter() - t_other:.2f}"}
-                checkpoint.submit_epoch(run.writer, args.output_dir, state, is_best,
-                                        then=[lambda r=row: log.append(r)])
-                distributed.log(f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} "
-                                f"val_loss {val_loss:.4f} val_miou {miou:.4f}{' (best)' if is_best else ''} "
-                                f"[{train['images'] / train['seconds']:.1f} img/s]")
-            run.saved_epoch = epoch
+            inference = checkpoint.inference_state("p2", args.model, model_kwargs, model_without_ddp, preprocess,
+                                                   epoch=epoch, val_miou=miou, recipe=args.recipe,
+                                                   precision=runtime.precision_name(dtype), class_weights=class_weights)
+            if distributed.is_main_process() and epoch in args.snapshot_epochs:
+                save_snapshots(model_without_ddp, val_set, indices, epoch, args.output_dir, prepare, device, dtype)
+            row = {"epoch": epoch, "phase": phase, "lr": f"{lr:.6g}", "train_loss": f"{train['loss']:.6f}",
+                   "val_loss": f"{val_loss:.6f}", "val_miou": f"{miou:.6f}",
+                   **{f"iou_{CLASS_NAMES[c]}": f"{v:.6f}" for c, v in per_class.items()},
+                   "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}"}
+            run.save_epoch(inference, log, row, t_other, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler,
+                           phase=phase, epoch=epoch, best_score=best, is_best=is_best)
+            distributed.log(f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} "
+                            f"val_loss {val_loss:.4f} val_miou {miou:.4f}{' (best)' if is_best else ''} "
+                            f"[{train['images'] / train['seconds']:.1f} img/s]")
             distributed.barrier()
         run.writer.wait()
         if distributed.is_main_process():

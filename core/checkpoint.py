@@ -123,9 +123,14 @@ def build_model(ckpt, path="checkpoint"):
 
 
 def load_model(path, problem, device):
-    """``(model in eval mode on device, checkpoint)`` from an inference or training checkpoint."""
+    """``(model in eval mode on device, checkpoint)`` from an inference or training checkpoint.
+
+    The returned checkpoint keeps its descriptive entries but not its copy of the weights (they
+    are in the model), so grading does not hold the network twice in memory.
+    """
     ckpt = load(path, problem)
-    return build_model(ckpt, path).to(device).eval(), ckpt
+    model = build_model(ckpt, path).to(device).eval()
+    return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
 
 
 class AsyncWriter:

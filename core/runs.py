@@ -10,12 +10,14 @@ import errno
 import fcntl
 import os
 import shutil
+import time
 
-from core.checkpoint import AsyncWriter
+from core.checkpoint import AsyncWriter, load, submit_epoch, to_cpu, training_state
 from core.cli import Interrupted, UserError, error_message
-from core.distributed import cleanup_distributed, is_main_process
+from core.distributed import all_gather_object, cleanup_distributed, get_world_size, is_main_process
 from core.engine import NonFiniteLossError
 from core.fileio import write_json
+from core.runtime import rng_state
 from datasets import DataError
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
@@ -80,13 +82,21 @@ def prepare(args, script):
     return lock
 
 
-def resumed_args(parser, argv, ckpt, path):
-    """Parse ``argv`` again with the checkpoint's settings as defaults, and refuse flags given
-    now that would change what the run computes (see ``check_resume``)."""
+def parse_args(parser, argv, problem):
+    """``(args, checkpoint)``: the parsed flags, and the ``--resume`` training checkpoint or None.
+
+    With ``--resume``, ``argv`` is parsed again with the checkpoint's settings as defaults, so a
+    resumed run continues with its own settings, and flags given now that would change what it
+    computes are refused (``check_resume``).
+    """
+    args = parser.parse_args(argv)
+    if not args.resume:
+        return args, None
+    ckpt = load(args.resume, problem, training=True)
     parser.resumed = {k: v for k, v in ckpt["args"].items() if k not in NOT_RESTORED}
     args = parser.parse_args(argv)
-    check_resume(args, ckpt, path)
-    return args
+    check_resume(args, ckpt, args.resume)
+    return args, ckpt
 
 
 def check_resume(args, ckpt, path):
@@ -119,8 +129,8 @@ def write_args(args):
 class Run:
     """A training run around its epoch loop: ``with runs.Run(args, "p2_train.py", epoch) as run:``.
 
-    On entry: the run folder is checked and locked (rank 0) and ``run.writer`` writes its files
-    in the background. The loop sets ``run.saved_epoch`` after submitting each epoch's files.
+    On entry: the run folder is checked and locked (rank 0). ``run.save_epoch`` ends each epoch
+    (checkpoints and the log row, written in the background by ``run.writer``).
     On exit, however the loop ends: pending writes finish; Ctrl-C becomes ``cli.Interrupted``
     and a NaN loss or a file that fails to decode mid-training a one-line ``UserError``, each
     saying which epoch ``last.pt`` holds and how to resume; the process group and the lock are
@@ -134,6 +144,21 @@ class Run:
 
     def __enter__(self):
         return self
+
+    def save_epoch(self, inference, log, row, started, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score,
+                   is_best):
+        """End an epoch (every process calls it: the RNG states of all are gathered). Rank 0 takes a
+        CPU snapshot of the training state, sets ``row["other_seconds"]`` (time since ``started``,
+        the end of validation) and writes ``last.pt``, ``best.pt`` when ``is_best`` and the log row
+        in the background; ``saved_epoch`` then names this epoch."""
+        rngs = all_gather_object(rng_state())
+        if is_main_process():
+            state = to_cpu(training_state(inference, optimizer=optimizer, lr_scheduler=lr_scheduler, scaler=scaler,
+                                          phase=phase, epoch=epoch, best_score=best_score, args=vars(self.args),
+                                          rng=rngs, world_size=get_world_size()))
+            row["other_seconds"] = f"{time.perf_counter() - started:.2f}"
+            submit_epoch(self.writer, self.args.output_dir, state, is_best, then=[lambda: log.append(row)])
+        self.saved_epoch = epoch
 
     def __exit__(self, exc_type, exc, tb):
         try:

@@ -39,6 +39,11 @@ def test_quick_run_writes_every_row(tmp_path):
     assert rows["input"]["same_output"] is True
     assert all(p["peak_gflops"] > 0 for p in result["peaks"].values())
     assert "speed-up" in proc.stdout and "agree to 1e-9: True" in proc.stdout
+    grading = {r["key"]: r for r in result["grading"]}
+    assert {"grade_s_512", "grade_s_large", "grade_rss_ratio", "grade_257"} <= set(grading)
+    assert grading["grade_s_512"]["naive"] > 0 and grading["grade_s_512"]["ours"] > 0
+    assert 0.5 < grading["grade_rss_ratio"]["ours"] < 2  # 4 large images against one: bounded memory
+    assert all(r.get("na") == "no CUDA" for r in result["gpu"])  # measured only on a GPU machine
 
 
 @pytest.fixture(scope="module")

@@ -122,10 +122,11 @@ def test_load_model_rebuilds_from_the_checkpoint(tmp_path):
     checkpoint.save(training_ckpt(model), path)
     rebuilt, ckpt = checkpoint.load_model(path, "p1", CPU)
     assert not rebuilt.training and ckpt["model_kwargs"] == KWARGS and ckpt["preprocess"] == PREPROCESS
+    assert "model" not in ckpt and "optimizer" not in ckpt  # the weights live in the model only
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
-    wrong = {**ckpt, "model_kwargs": {**KWARGS, "width": 8}}
+    wrong = {**checkpoint.load(path), "model_kwargs": {**KWARGS, "width": 8}}
     with pytest.raises(CheckpointError, match=r"other\.pt: cannot rebuild classifier"):
         checkpoint.build_model(wrong, "other.pt")
 
@@ -530,13 +531,16 @@ def test_run_parser_recipes_flags_and_resumed_defaults(capsys):
     assert "total epochs (default: 50)" in " ".join(capsys.readouterr().out.split())
 
 
-def test_resumed_args_refuses_a_changed_flag():
+def test_parse_args_resumes_with_the_runs_settings_and_refuses_a_changed_flag(tmp_path):
     ckpt = training_ckpt(classifier(), epochs=3, lr=0.1, recipe="small", lr_schedule="none")
     ckpt["args"] = {**vars(recipe_parser().parse_args([])), **ckpt["args"]}
-    args = runs.resumed_args(recipe_parser(), ["--resume", "last.pt", "--workers", "3"], ckpt, "last.pt")
-    assert (args.epochs, args.lr, args.workers) == (3, 0.1, 3)
+    path = str(tmp_path / "last.pt")
+    checkpoint.save(ckpt, path)
+    args, loaded = runs.parse_args(recipe_parser(), ["--resume", path, "--workers", "3"], "p1")
+    assert (args.epochs, args.lr, args.workers) == (3, 0.1, 3) and loaded["epoch"] == ckpt["epoch"]
+    assert runs.parse_args(recipe_parser(), ["--lr", "0.3"], "p1")[1] is None  # no --resume: a new run
     with pytest.raises(cli.UserError, match="--lr 0.3"):
-        runs.resumed_args(recipe_parser(), ["--lr", "0.3"], ckpt, "last.pt")
+        runs.parse_args(recipe_parser(), ["--resume", path, "--lr", "0.3"], "p1")
 
 
 # --------------------------------------------------------------------------- datasets.stats
