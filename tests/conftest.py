@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: a small synthetic hw2_data tree, generated once per test
 session, and ``run_script`` for running the entry points as subprocesses."""
 import os
+import signal
 import subprocess
 
 import pytest
@@ -13,6 +14,12 @@ def run_script(*cmd, cwd, env=None, timeout=600):
     On a shared 2-core machine one thread per process is faster for these small networks."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def default_sigint():
+    """``preexec_fn`` for a child that a test interrupts: a shell starts background jobs with
+    SIGINT ignored, children inherit that, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

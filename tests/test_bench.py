@@ -2,6 +2,7 @@
 compute the same thing: the input pipeline gives the naive tensors, and the speed options
 (channels_last, bf16) keep training numerically sane. Speed itself is bench.py's business."""
 import json
+import math
 import subprocess
 import sys
 
@@ -41,7 +42,7 @@ def test_quick_run_writes_every_row(tmp_path):
     assert "speed-up" in proc.stdout and "agree to 1e-9: True" in proc.stdout
     grading = {r["key"]: r for r in result["grading"]}
     assert {"grade_s_512", "grade_s_large", "grade_rss_ratio", "grade_257"} <= set(grading)
-    assert grading["grade_s_512"]["naive"] > 0 and grading["grade_s_512"]["ours"] > 0
+    assert all(math.isfinite(grading["grade_s_512"][k]) for k in ("naive", "ours"))  # differences: noisy, any sign
     assert 0.5 < grading["grade_rss_ratio"]["ours"] < 2  # 4 large images against one: bounded memory
     assert all(r.get("na") == "no CUDA" for r in result["gpu"])  # measured only on a GPU machine
 

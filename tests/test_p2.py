@@ -21,7 +21,7 @@ from core.metrics import ConfusionMatrix
 from core.presets import IMAGENET_MEAN, IMAGENET_STD
 from datasets import NUM_CLASSES, P2Tiles, read_mask
 from datasets.stats import channel_stats, median_frequency_weights
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_sigint
 
 
 def train(data, out, *extra, cache=None, check=True):
@@ -263,7 +263,8 @@ def test_ctrl_c_during_training_says_what_was_saved_and_exits_130(synthetic_data
     cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(synthetic_data / "p2_data"),
            "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--width", "16", "--pretrained", "none",
            "--batch-size", "2", "--workers", "1", "--img-size", "64", "--epochs", "50", "--snapshot-epochs", "1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 240
     while not (out / "log.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
