@@ -27,10 +27,10 @@ import torch
 
 from core import cli
 from core.checkpoint import CheckpointError, load_model
+from core.engine import map_batches
 from core.fileio import read_csv, write_csv
 from core.metrics import ConfusionMatrix
-from core.presets import model_inputs
-from core.runtime import autocast, inference_dtype, resolve_device
+from core.runtime import inference_dtype, resolve_device
 from datasets import DataError, P1Images, parse_label
 from datasets.common import IMAGE_EXTS, format_problems, list_dir
 
@@ -53,19 +53,6 @@ def check_output(output, images):
         raise cli.UserError(f"--output {output}: names an image file; the output is a CSV (image_id,label)")
     if os.path.lexists(output) and not output.lower().endswith(".csv"):
         raise cli.UserError(f"--output {output}: exists and is not a .csv file; refusing to overwrite it")
-
-
-@torch.inference_mode()
-def predict(model, preprocess, images, device, batch_size, dtype=None, channels_last=False):
-    """Predicted labels (CPU int64) of uint8 N x 3 x h x w ``images``, in order; each batch is
-    normalised and resized to the model's ``img_size`` on the device."""
-    preds = []
-    for i in range(0, len(images), batch_size):
-        batch = images[i:i + batch_size].to(device, non_blocking=True)
-        x = model_inputs(batch, preprocess["mean"], preprocess["std"], model.img_size, channels_last)
-        with autocast(device, dtype):
-            preds.append(model(x).argmax(1).cpu())
-    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.int64)
 
 
 def score(labels, preds, num_classes):
@@ -122,7 +109,10 @@ def main(argv=None):
     unlabelled = [n for n, y in zip(data.files, data.labels.tolist()) if y < 0]
     if args.score and unlabelled:
         raise cli.UserError(f"--score: {len(unlabelled)} file name(s) carry no label, e.g. {unlabelled[0]}")
-    preds = predict(model, ckpt["preprocess"], data.images, device, args.batch_size, dtype, channels_last)
+    preds = map_batches(lambda x: model(x).argmax(1), data.images, ckpt["preprocess"], model.img_size, device,
+                        args.batch_size, dtype, channels_last)
+    if preds is None:  # every image unreadable
+        preds = torch.zeros(0, dtype=torch.int64)
     write_csv(args.output, ["image_id", "label"], zip(data.files, preds.tolist()))
     print(f"wrote {len(preds)} prediction(s) to {args.output}")
     if data.files and not unlabelled:

@@ -15,27 +15,13 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 from core import cli, plots
 from core.checkpoint import CheckpointError, load_model
+from core.engine import map_batches
 from core.fileio import write_csv
-from core.presets import model_inputs
-from core.runtime import autocast, inference_dtype, resolve_device
+from core.runtime import inference_dtype, resolve_device
 from datasets import DataError, P1Images
-
-
-@torch.inference_mode()
-def extract_features(model, preprocess, images, device, batch_size, dtype=None):
-    """Penultimate features (float32 numpy N x D) of uint8 N x 3 x H x W ``images``."""
-    mean = torch.tensor(preprocess["mean"], device=device)
-    std = torch.tensor(preprocess["std"], device=device)
-    feats = []
-    for i in range(0, len(images), batch_size):
-        x = model_inputs(images[i:i + batch_size].to(device), mean, std, model.img_size)
-        with autocast(device, dtype):
-            feats.append(model.features(x).float().cpu())
-    return torch.cat(feats).numpy()
 
 
 def embed(features, perplexity, seed):
@@ -88,7 +74,9 @@ def main(argv=None):
     names = [data.files[i] for i in keep]
     labels = data.labels[keep].numpy()
     dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
-    features = extract_features(model, ckpt["preprocess"], data.images[keep], device, args.batch_size, dtype)
+    features = map_batches(lambda x: model.features(x).float(), data.images[keep], ckpt["preprocess"],
+                           model.img_size, device, args.batch_size, dtype)
+    features = features.numpy() if features is not None else np.zeros((0, 1), dtype=np.float32)
     xy = embed(features, args.perplexity, args.seed)
     csv_path, png_path = os.path.join(args.output_dir, "tsne.csv"), os.path.join(args.output_dir, "tsne.png")
     write_csv(csv_path, ["image_id", "label", "x", "y"],

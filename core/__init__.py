@@ -5,7 +5,7 @@
     runtime        device choice, seeds, AMP, RNG state, torch.compile
     fileio         atomic file writes (bytes, JSON, CSV, the epoch log), run-folder lock
     checkpoint     the checkpoint format: build, save, load, check, rebuild the model
-    engine         train_one_epoch / evaluate (the epoch loop itself lives in each script)
+    engine         train_one_epoch / evaluate (the epoch loop lives in each script), map_batches
     losses         focal loss and the criterion a run asks for
     optim          optimizers and per-epoch schedules
     presets        batch preparation on the device: normalisation, P1 augmentation, statistics
