@@ -1,5 +1,7 @@
-"""Problem 1: t-SNE of the classifier's penultimate-layer features (``Classifier.features``, the
-output of ``fc[6]``, 512-d at width 1) on the validation images, coloured by class.
+"""Problem 1: t-SNE of the classifier's 512-d features (``Classifier.features``) on the
+validation images, coloured by class. ``--layer`` picks them: ``fc4`` (the default, the seed
+author's t-SNE: the output of the Linear(1024 -> 512) ``fc[4]``, before its BatchNorm) or ``fc6``
+(ours: the penultimate features, after that BatchNorm and LeakyReLU, what the last Linear sees).
 
     python p1_tsne.py --checkpoint runs/p1/best.pt --images hw2_data/p1_data/val_50 --output-dir runs/p1
     python p1_tsne.py --checkpoint runs/demo/p1/best.pt --images data/synthetic/p1_data/val_50 \\
@@ -22,6 +24,9 @@ from core.engine import map_batches
 from core.fileio import write_csv
 from core.runtime import inference_dtype, resolve_device
 from datasets import DataError, P1Images
+
+# --layer -> the figure's words for it.
+LAYER_NAMES = {"fc4": "fc[4] (Linear 1024 -> 512, before BatchNorm)", "fc6": "penultimate-layer (fc[6])"}
 
 
 def embed(features, perplexity, seed):
@@ -56,7 +61,8 @@ def caption(args, ckpt, labels, feature_dim, perplexity, img_size):
     kwargs = ", ".join(f"{k}={v}" for k, v in ckpt["model_kwargs"].items())
     return (f"{len(labels):,} images of {os.path.basename(os.path.normpath(args.images))} ({classes} classes"
             + (f", {unlabelled:,} without a label" if unlabelled else "") + "); "
-            f"{feature_dim}-d features of {ckpt['model_name']}({kwargs}) at a {img_size}x{img_size} input; "
+            f"{feature_dim}-d {LAYER_NAMES[args.layer]} features of {ckpt['model_name']}({kwargs}) "
+            f"at a {img_size}x{img_size} input; "
             f"checkpoint {short_path(args.checkpoint)}" + (f" (epoch {epoch})" if epoch is not None else "")
             + f"; t-SNE with PCA init, perplexity {perplexity:g}, seed {args.seed}.")
 
@@ -74,7 +80,7 @@ def main(argv=None):
     names = [data.files[i] for i in keep]
     labels = data.labels[keep].numpy()
     dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
-    features = map_batches(lambda x: model.features(x).float(), data.images[keep], ckpt["preprocess"],
+    features = map_batches(lambda x: model.features(x, args.layer).float(), data.images[keep], ckpt["preprocess"],
                            model.img_size, device, args.batch_size, dtype)
     features = features.numpy() if features is not None else np.zeros((0, 1), dtype=np.float32)
     xy = embed(features, args.perplexity, args.seed)
@@ -83,7 +89,8 @@ def main(argv=None):
               [[name, label, f"{x:.6f}", f"{y:.6f}"] for name, label, (x, y) in zip(names, labels.tolist(),
                                                                                    xy.tolist())])
     text = caption(args, ckpt, labels, features.shape[1], min(args.perplexity, len(names) - 1), model.img_size)
-    plots.plot_tsne(xy, labels, png_path, text, num_classes=num_classes)
+    plots.plot_tsne(xy, labels, png_path, text, num_classes=num_classes,
+                    heading=f"t-SNE of {LAYER_NAMES[args.layer]} features")
     print(f"wrote {png_path} and {csv_path} ({len(names)} images)")
 
 
@@ -93,7 +100,11 @@ def get_args_parser(add_help=True):
     p.add_argument("--images", default="hw2_data/p1_data/val_50", help="folder of images to embed")
     p.add_argument("--max-images", type=cli.nonneg_int, default=2500,
                    help="embed a random subset of at most this many images (0: all)")
-    p.add_argument("--perplexity", type=cli.positive_float, default=30.0, help="t-SNE perplexity, capped at n - 1")
+    p.add_argument("--layer", choices=list(LAYER_NAMES), default="fc4",
+                   help="features to embed: fc4, the Linear(1024 -> 512) output before its BatchNorm (the seed "
+                        "author's); fc6, the penultimate features after BatchNorm and LeakyReLU (ours)")
+    p.add_argument("--perplexity", type=cli.positive_float, default=50.0,
+                   help="t-SNE perplexity (50: the seed author's), capped at n - 1")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and of t-SNE")
     p.add_argument("--output-dir", default="runs/p1", help="folder for tsne.png and tsne.csv")
     return p

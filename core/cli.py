@@ -5,6 +5,7 @@ Exit convention (``run``): 0 success; 1 an error, printed as one line ``error: .
 file or flag (no traceback); 2 a usage error (argparse); 130 interrupted by Ctrl-C.
 """
 import argparse
+import copy
 import errno
 import os
 import sys
@@ -14,7 +15,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each flag's help; the script's docstring printed as written."""
+    """Defaults shown after each flag's help as a user would type them (a list as ``1,20,40``),
+    none for an empty default (None, ``''``, an empty list); the script's docstring printed as
+    written."""
+
+    def _get_help_string(self, action):
+        if action.default is None or (isinstance(action.default, (str, list, tuple)) and not action.default):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+    def _expand_help(self, action):
+        if isinstance(action.default, (list, tuple)):
+            action = copy.copy(action)
+            action.default = ",".join(map(str, action.default))
+        return super()._expand_help(action)
 
 
 class UserError(Exception):
@@ -126,6 +140,9 @@ def training_parser(description, problem_flags=None):
     g.add_argument("--batch-size", type=positive_int, help="samples per step and process (>= 2: BatchNorm)")
     g.add_argument("--lr", type=positive_float, help="learning rate of --optimizer")
     g.add_argument("--momentum", type=fraction, default=0.9, help="SGD momentum")
+    g.add_argument("--switch-sgd-at", type=nonneg_int, metavar="EPOCH",
+                   help="first SGD epoch: Adam for the epochs before it, then SGD at --sgd-lr (0 = Adam only)")
+    g.add_argument("--sgd-lr", type=positive_float, help="learning rate from --switch-sgd-at on")
     g.add_argument("--weight-decay", type=nonneg_float, help="L2 weight decay (decoupled for adamw)")
     g.add_argument("--lr-schedule", choices=["none", "cosine", "step"], default="none",
                    help="per-epoch schedule (within each optimizer phase): cosine to 0, or step")

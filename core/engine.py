@@ -19,6 +19,13 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def progress_bar(iterable=None, *, total=None, desc="", show=True):
+    """A tqdm bar on stdout, drawn only on rank 0 and only when stdout is a terminal: under nohup,
+    SLURM or ``> log.txt`` its ``\r`` frames would pile up in the file (tqdm's ``disable=None``)."""
+    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stdout,
+                disable=None if show and is_main_process() else True)
+
+
 def train_step(model, criterion, optimizer, inputs, targets, device, dtype=None, scaler=None):
     """One optimisation step; returns the detached loss, without reading it on the host."""
     with autocast(device, dtype):
@@ -49,7 +56,7 @@ def train_one_epoch(model, criterion, optimizer, loader, device, epoch, prepare,
     total = torch.zeros((), device=device, dtype=torch.float64)
     first_bad = torch.full((), -1, device=device, dtype=torch.int64)
     images, data_seconds, start = 0, 0.0, time.perf_counter()
-    bar = tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False, disable=not is_main_process(), file=sys.stdout)
+    bar = progress_bar(total=len(loader), desc=f"epoch {epoch}")
     it = iter(loader)
     for step in range(len(loader)):
         t = time.perf_counter()
@@ -71,6 +78,8 @@ def train_one_epoch(model, criterion, optimizer, loader, device, epoch, prepare,
                 line += f" mem {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f}GiB"
             if not bar.disable:
                 bar.write(line)
+            elif is_main_process():  # no terminal (nohup, SLURM, > log.txt): the step lines are the progress
+                print(line, flush=True)
     bar.close()
     loss_sum, count = all_reduce_sum([total.item(), images], device)
     return {"loss": loss_sum / count if count else float("nan"), "images": images,
@@ -102,7 +111,7 @@ def evaluate(model, loader, device, num_classes, prepare, dtype=None, criterion=
     cm = ConfusionMatrix(num_classes, device=device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     count = 0
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not is_main_process(), file=sys.stdout):
+    for batch in progress_bar(loader, desc=desc):
         inputs, targets = prepare(batch)
         with autocast(device, dtype):
             logits = model(inputs) if forward is None else forward(model, inputs)

@@ -202,14 +202,22 @@ def _draw_cell(ax, image, shape):
         ax.imshow(image)
 
 
+def epoch_titles(epochs, last_epoch, layout="table"):
+    """Column titles of ``plot_epoch_masks``: one per epoch, "final" only for ``last_epoch`` (the
+    run's last epoch; None when unknown)."""
+    words = [f"{ordinal(e)} epoch" if layout == "report" else f"epoch {e}" for e in epochs]
+    return [w + (" (final)" if e == last_epoch else "") for w, e in zip(words, epochs)]
+
+
 @report_style
-def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table"):
+def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table", last_epoch=None):
     """P2's masks after some epochs; ``rows`` is ``[(image id, image H x W x 3 uint8 or None,
     ground-truth H x W class map or None, [predicted class map or None for each epoch])]``.
 
     ``layout="table"``: one row per id; image, ground truth, then one column per epoch.
-    ``layout="report"``: the seed's figure, ids down and epochs (early/middle/final) across,
-    predicted masks only. A None cell is drawn as "missing".
+    ``layout="report"``: the seed's figure, ids down and epochs across, predicted masks only.
+    Columns are labelled by epoch; the one of ``last_epoch`` (the run's last) is called
+    "final". A None cell is drawn as "missing".
     """
     if layout not in ("table", "report"):
         raise ValueError(f"layout must be 'table' or 'report', got {layout!r}")
@@ -219,11 +227,7 @@ def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table"):
     for _, image, truth, preds in rows:
         masks = [None if m is None else class_to_rgb(m) for m in preds]
         cells.append(masks if layout == "report" else [image, None if truth is None else class_to_rgb(truth)] + masks)
-    if layout == "report":
-        stages = ("early", "middle", "final") if len(epochs) == 3 else ()
-        titles = [f"{ordinal(e)} epoch" + (f" ({stages[i]})" if stages else "") for i, e in enumerate(epochs)]
-    else:
-        titles = ["image", "ground truth"] + [f"epoch {e}" for e in epochs]
+    titles = ([] if layout == "report" else ["image", "ground truth"]) + epoch_titles(epochs, last_epoch, layout)
     shape = next((c.shape for row in cells for c in row if c is not None), (1, 1))
     ncols = len(titles)
     cell = min(2.0, (PAGE_WIDTH - 0.4) / ncols)
@@ -238,7 +242,7 @@ def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table"):
     fig.supylabel("validation image id", fontsize=9)
     class_legend(fig)
     what = "predicted masks" if layout == "report" else "validation masks"
-    fig.suptitle(f"{run_name}: {what} by epoch")
+    fig.suptitle(f"{run_name}: {what} by epoch" + (f" (run of {last_epoch} epochs)" if last_epoch else ""))
     return save_figure(fig, out_png)
 
 
@@ -275,7 +279,7 @@ def tsne_styles(num_classes):
 
 
 @report_style
-def plot_tsne(xy, labels, out_png, caption, num_classes=50):
+def plot_tsne(xy, labels, out_png, caption, num_classes=50, heading="t-SNE of penultimate-layer features"):
     """Scatter of 2-D points, one (colour, marker) pair per class, with one legend below the
     axes (10 columns: a column per colour, a row per marker shape); label -1 (no label) is drawn
     in grey. ``caption`` (the run's details) is printed under the figure."""
@@ -311,7 +315,7 @@ def plot_tsne(xy, labels, out_png, caption, num_classes=50):
         ax.set_xlabel(f"grey: no label ({int(unlabelled.sum())} points)")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("t-SNE of penultimate-layer features")
+    ax.set_title(heading)
     if lines:
         fig.text(0.015, (caption_h - 0.06) / height, "\n".join(lines), ha="left", va="top", fontsize=8,
                  color="0.15", linespacing=1.35)

@@ -91,7 +91,8 @@ class P1Images(Dataset):
         images = np.zeros((len(self.files), image_size, image_size, 3), dtype=np.uint8)
         problems, resized = [None] * len(self.files), 0
         name = os.path.basename(self.root.rstrip("/"))
-        for i, f in enumerate(tqdm(self.files, desc=f"decode {name}", disable=not progress, leave=False)):
+        for i, f in enumerate(tqdm(self.files, desc=f"decode {name}", leave=False,
+                                   disable=None if progress else True)):
             try:
                 arr = read_rgb(os.path.join(self.root, f))
             except DataError as e:

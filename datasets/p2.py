@@ -87,7 +87,8 @@ class P2Tiles(Dataset):
             images = np.empty((len(self.ids), h, w, 3), dtype=np.uint8)
             masks = np.empty((len(self.ids), h, w), dtype=np.uint8) if self.has_masks else None
             problems = []
-            for k in tqdm(range(len(self.ids)), desc=f"cache {self.root}", disable=not progress, leave=False):
+            for k in tqdm(range(len(self.ids)), desc=f"cache {self.root}", leave=False,
+                          disable=None if progress else True):
                 try:
                     images[k] = read_rgb(self.image_paths[k])
                     if self.has_masks:

@@ -43,7 +43,8 @@ def _compute(tiles, progress):
     hist = np.zeros((3, 256), dtype=np.int64)
     class_pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
     class_present = np.zeros(NUM_CLASSES, dtype=np.int64)
-    for k in tqdm(range(len(tiles)), desc=f"statistics {tiles.root}", disable=not progress, leave=False):
+    for k in tqdm(range(len(tiles)), desc=f"statistics {tiles.root}", leave=False,
+                  disable=None if progress else True):
         image, mask = tiles.load(k)
         hist += channel_histogram([image])
         counts = np.bincount(np.asarray(mask).ravel(), minlength=256)[:NUM_CLASSES]

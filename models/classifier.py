@@ -77,14 +77,21 @@ class Classifier(nn.Module):
             nn.Linear(hidden2, num_classes),
         )
 
-    def features(self, x):
-        """Penultimate features (output of ``fc[6]``, 512/width wide), used for t-SNE."""
+    # Embeddable layers (``features(x, layer)``) -> how many ``fc`` modules they run.
+    FEATURE_LAYERS = {"fc4": 5, "fc6": 7}
+
+    def features(self, x, layer="fc6"):
+        """Features for t-SNE, 512/width wide: ``fc6`` the penultimate features (output of
+        ``fc[6]``, after BatchNorm and LeakyReLU: what the last Linear sees), or ``fc4`` the output
+        of the Linear(1024 -> 512) ``fc[4]`` before its BatchNorm (the seed author's t-SNE)."""
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"Classifier built for {self.img_size}x{self.img_size} inputs, "
                              f"got {tuple(x.shape[-2:])}; resize the images or pass img_size")
+        if layer not in self.FEATURE_LAYERS:
+            raise ValueError(f"layer must be one of {', '.join(self.FEATURE_LAYERS)}, got {layer!r}")
         h = self.cnn(x)  # N x C x img_size/32 x img_size/32 (7x7 at 224)
         h = torch.flatten(h, 1)
-        return self.fc[:7](h)  # N x 512/width
+        return self.fc[:self.FEATURE_LAYERS[layer]](h)  # N x 512/width
 
     def forward(self, x):
         return self.fc[7:](self.features(x))  # N x num_classes

@@ -5,6 +5,14 @@ Layer names follow the FCN Caffe prototxts as in wkentaro/pytorch-fcn
 names, hyper-parameters and registration order follow the seed's printouts, so ``print`` at
 ``width=1`` reproduces them line for line. ImageNet weights are copied in by
 ``models.vgg_init.copy_params_from_vgg16``.
+
+Two initialisations (``head_init``; weights loaded afterwards replace either):
+
+    fcn      ours: kaiming convs, zero score layers, fixed upsampling kernels
+             (``init_fcn_weights``); fc6/fc7 are meant to be copied from VGG's classifier
+    pytorch  the seed author's code: every layer keeps PyTorch's default initialisation
+             (fc6/fc7, score and upsampling layers included; only the backbone gets ImageNet
+             weights)
 """
 import numpy as np
 import torch
@@ -67,6 +75,15 @@ def get_upsampling_weight(in_channels, out_channels, kernel_size, stride):
     return weight
 
 
+HEAD_INITS = ("fcn", "pytorch")
+
+
+def check_head_init(head_init):
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
+    return head_init
+
+
 def init_fcn_weights(model, score_layers):
     """FCN initialisation: kaiming convs (as torchvision's VGG), zero score layers
     (as wkentaro's FCNs), fixed upsampling kernels in every ``ConvTranspose2d``."""
@@ -98,21 +115,24 @@ class FCN32VGg(nn.Module):
         num_classes: number of segmentation classes.
         width: divisor applied to every channel count except ``num_classes``
             (1 = the seed's network).
+        head_init: ``fcn`` (ours) or ``pytorch`` (PyTorch's defaults, the author's code).
     """
 
     vgg_variant = "vgg16"
     vgg_stages = ("features5",)
 
-    def __init__(self, num_classes=7, width=1):
+    def __init__(self, num_classes=7, width=1, head_init="fcn"):
         super().__init__()
         check_width(width)
+        check_head_init(head_init)
         fc_channels = 4096 // width
         self.features5 = _vgg_layers(_VGG16_STAGE3 + _VGG16_STAGE4 + _VGG16_STAGE5, 3, width,
                                      batch_norm=False, first_padding=100)
         _add_fc_head(self, 512 // width, fc_channels, nn.Dropout)
         self.score_fr = nn.Conv2d(fc_channels, num_classes, kernel_size=1)
         self.upscore = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=64, stride=32, bias=False)
-        init_fcn_weights(self, [self.score_fr])
+        if head_init == "fcn":
+            init_fcn_weights(self, [self.score_fr])
 
     def forward(self, x):
         h = self.features5(x)  # 1/32 of (input + 200 padding)
@@ -144,15 +164,17 @@ class FCN8VGG(nn.Module):
         num_classes: number of segmentation classes.
         width: divisor applied to every channel count except ``num_classes``
             (1 = the seed's network).
+        head_init: ``fcn`` (ours) or ``pytorch`` (PyTorch's defaults, the author's code).
     """
 
     vgg_variant = "vgg16_bn"
     vgg_stages = ("features3", "features4", "features5")
     input_size = 512
 
-    def __init__(self, num_classes=7, width=1):
+    def __init__(self, num_classes=7, width=1, head_init="fcn"):
         super().__init__()
         check_width(width)
+        check_head_init(head_init)
         fc_channels = 4096 // width
         self.features3 = _vgg_layers(_VGG16_STAGE3, 3, width, batch_norm=True)
         self.features4 = _vgg_layers(_VGG16_STAGE4, 256 // width, width, batch_norm=True)
@@ -172,11 +194,12 @@ class FCN8VGG(nn.Module):
         self.upscore2 = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=5, stride=3, bias=False)
         self.upscore8 = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=8, stride=8, bias=False)
         self.upscore_pool4 = nn.ConvTranspose2d(num_classes, num_classes, kernel_size=2, stride=2, bias=False)
-        init_fcn_weights(self, [self.score_fr, self.score_pool3])
-        # The pool4 branch ends in conv -> BN: a zero conv would feed BatchNorm a constant, whose
-        # gradient is scaled by 1/sqrt(eps) (~316) and amplifies rounding noise. Start the branch
-        # silent through the BN's gamma instead, and the conv like the other convs.
-        nn.init.zeros_(self.bn4_2.weight)
+        if head_init == "fcn":
+            init_fcn_weights(self, [self.score_fr, self.score_pool3])
+            # The pool4 branch ends in conv -> BN: a zero conv would feed BatchNorm a constant, whose
+            # gradient is scaled by 1/sqrt(eps) (~316) and amplifies rounding noise. Start the branch
+            # silent through the BN's gamma instead, and the conv like the other convs.
+            nn.init.zeros_(self.bn4_2.weight)
 
     def forward(self, x):
         if tuple(x.shape[-2:]) != (self.input_size, self.input_size):

@@ -35,13 +35,14 @@ def _copy(dst, state_dict, dst_name, src_name, reshape=False):
     dst.copy_(src.reshape(dst.shape))
 
 
-def copy_params_from_vgg16(model, state_dict):
-    """Copy a torchvision VGG16 state dict into an FCN's backbone, fc6 and fc7.
+def copy_params_from_vgg16(model, state_dict, copy_fc=True):
+    """Copy a torchvision VGG16 state dict into an FCN's backbone and, with ``copy_fc``, fc6 and fc7.
 
     ``FCN32VGg`` takes a ``vgg16`` state dict, ``FCN8VGG`` a ``vgg16_bn`` one (convs plus
     BatchNorm weights, biases and running statistics). ``classifier.0`` (4096 x 25088) becomes
     ``fc6`` (4096 x 512 x 7 x 7) and ``classifier.3`` becomes ``fc7`` (4096 x 4096 x 1 x 1);
-    ``bn6``/``bn7`` and the score/upsampling layers keep their initialisation.
+    ``bn6``/``bn7`` and the score/upsampling layers keep their initialisation. ``copy_fc=False``
+    (the seed author's code) leaves fc6/fc7 as initialised too.
 
     Returns the names of the model's parameters and buffers that were overwritten.
     """
@@ -71,7 +72,7 @@ def copy_params_from_vgg16(model, state_dict):
                 _copy(getattr(m, key), state_dict, f"{name}.{key}", f"features.{index}.{key}")
                 copied.append(f"{name}.{key}")
 
-        for fc, src in (("fc6", "classifier.0"), ("fc7", "classifier.3")):
+        for fc, src in (("fc6", "classifier.0"), ("fc7", "classifier.3")) if copy_fc else ():
             conv = getattr(model, fc)
             _copy(conv.weight, state_dict, f"{fc}.weight", f"{src}.weight", reshape=True)
             _copy(conv.bias, state_dict, f"{fc}.bias", f"{src}.bias")

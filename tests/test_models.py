@@ -255,6 +255,15 @@ def test_copy_vgg16_into_fcn32s(vgg16_state):
     check_fc_copied(model, vgg16_state)
 
 
+def test_copy_without_fc_keeps_the_authors_fresh_fc6_fc7(vgg16_state):
+    model = FCN32VGg(head_init="pytorch")
+    fc6, fc7 = model.fc6.weight.detach().clone(), model.fc7.bias.detach().clone()
+    copied = copy_params_from_vgg16(model, vgg16_state, copy_fc=False)
+    assert len(copied) == 13 * 2 and not any(k.startswith("fc") for k in copied)
+    assert torch.equal(model.fc6.weight, fc6) and torch.equal(model.fc7.bias, fc7)
+    torch.testing.assert_close(model.features5[0].weight, vgg16_state["features.0.weight"])
+
+
 def test_copy_vgg16_bn_into_fcn8s(vgg16_bn_state):
     model = FCN8VGG()
     copied = copy_params_from_vgg16(model, vgg16_bn_state)

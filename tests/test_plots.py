@@ -115,16 +115,27 @@ def mask_rows(size=64):
 
 @pytest.mark.parametrize("layout,cols", [("table", 5), ("report", 3)])
 def test_epoch_masks_layouts(tmp_path, layout, cols):
-    fig = plots.plot_epoch_masks(mask_rows(), [1, 20, 40], tmp_path / "m.png", "FCN32s", layout=layout)
+    fig = plots.plot_epoch_masks(mask_rows(), [1, 20, 40], tmp_path / "m.png", "FCN32s", layout=layout,
+                                 last_epoch=100)
     assert_png(tmp_path / "m.png")
     cells = [ax for ax in fig.axes if ax.images or ax.texts]
     assert len(cells) == 3 * cols
     titles = [ax.get_title() for ax in cells[:cols]]
-    assert titles[-1] == ("epoch 40" if layout == "table" else "40th epoch (final)")
+    # The report's figure shows epochs 1/20/40 of a 100-epoch run: no column is the final epoch.
+    assert titles[-3:] == (["epoch 1", "epoch 20", "epoch 40"] if layout == "table" else
+                           ["1st epoch", "20th epoch", "40th epoch"])
+    assert "run of 100 epochs" in fig.get_suptitle()
     assert "FCN32s" in fig.get_suptitle()
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == list(CLASS_NAMES)
     assert all(to_rgb(p.get_edgecolor()) == (0, 0, 0) for p in legend.get_patches())
+
+
+@pytest.mark.parametrize("last_epoch, titles", [(40, ["1st epoch", "20th epoch", "40th epoch (final)"]),
+                                                (None, ["1st epoch", "20th epoch", "40th epoch"])])
+def test_epoch_masks_call_only_the_runs_last_epoch_final(last_epoch, titles):
+    assert plots.epoch_titles([1, 20, 40], last_epoch, "report") == titles
+    assert plots.epoch_titles([1, 20, 40], last_epoch)[-1] == "epoch 40" + (" (final)" if last_epoch else "")
 
 
 def test_epoch_masks_missing_cells(tmp_path):
