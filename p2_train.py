@@ -223,9 +223,12 @@ def main(argv=None):
             runs.write_args(args)
 
         model_kwargs = {"num_classes": NUM_CLASSES, "width": args.width}
-        model = get_model(args.model, head_init=args.head_init, **model_kwargs)  # weights only: not in model_kwargs
+        # The initialisation is no constructor setting to keep (not in model_kwargs); runs started
+        # before --head-init existed (resumed, so their weights replace it) used fcn.
+        head_init = args.head_init or "fcn"
+        model = get_model(args.model, head_init=head_init, **model_kwargs)
         if backbone is not None:
-            copied = copy_params_from_vgg16(model, backbone, copy_fc=args.head_init == "fcn")
+            copied = copy_params_from_vgg16(model, backbone, copy_fc=head_init == "fcn")
             distributed.log(f"initialised {len(copied)} backbone tensors from {args.pretrained} ({model.vgg_variant})")
         model, model_without_ddp = distributed.wrap_model(model, device, args.channels_last, args.sync_bn)
         model = runtime.maybe_compile(model, runtime.compile_enabled(args.compile, device))
@@ -251,6 +254,9 @@ def main(argv=None):
         n_params = sum(p.numel() for p in model_without_ddp.parameters())
         distributed.log(f"{args.model} (width {args.width}): {n_params:,} parameters; "
                         f"{len(train_set)} train / {len(val_set)} val tiles; {args.loss} loss; device {device}")
+        distributed.log(f"inputs {args.normalize}; head init {head_init}; {args.optimizer} lr {args.lr:g}"
+                        + (f", SGD lr {args.sgd_lr:g} momentum {args.momentum:g} from epoch {args.switch_sgd_at}"
+                           if args.switch_sgd_at else ""))
 
         columns = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_miou"] + \
                   [f"iou_{CLASS_NAMES[c]}" for c in SCORED_CLASSES] + ["train_seconds", "val_seconds", "other_seconds"]

@@ -19,11 +19,11 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def progress_bar(iterable=None, *, total=None, desc="", show=True):
+def progress_bar(iterable=None, *, total=None, desc=""):
     """A tqdm bar on stdout, drawn only on rank 0 and only when stdout is a terminal: under nohup,
     SLURM or ``> log.txt`` its ``\r`` frames would pile up in the file (tqdm's ``disable=None``)."""
     return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stdout,
-                disable=None if show and is_main_process() else True)
+                disable=None if is_main_process() else True)
 
 
 def train_step(model, criterion, optimizer, inputs, targets, device, dtype=None, scaler=None):

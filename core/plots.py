@@ -180,11 +180,13 @@ def ordinal(n):
     return f"{n}{suffix}"
 
 
-def class_legend(fig):
-    """A one-row legend of the mask classes below the panels, each colour framed in black."""
+def class_legend(fig, width=PAGE_WIDTH):
+    """A legend of the mask classes below the panels, each colour framed in black: one row, or
+    as many as a figure ``width`` inches wide needs (about an inch per class)."""
     handles = [Patch(facecolor=color / 255, edgecolor=PALETTE_EDGE, linewidth=0.8, label=name)
                for name, color in zip(CLASS_NAMES, PALETTE)]
-    return fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False,
+    ncol = max(1, min(len(handles), int(width / 0.9)))
+    return fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
                       handlelength=1.4, columnspacing=1.0, handletextpad=0.4)
 
 
@@ -231,7 +233,8 @@ def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table", last_epoch
     shape = next((c.shape for row in cells for c in row if c is not None), (1, 1))
     ncols = len(titles)
     cell = min(2.0, (PAGE_WIDTH - 0.4) / ncols)
-    fig = _figure(cell * ncols + 0.4, cell * len(rows) * shape[0] / shape[1] + 1.0)
+    width = cell * ncols + 0.4
+    fig = _figure(width, cell * len(rows) * shape[0] / shape[1] + 1.0)
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     for r, (row, (image_id, *_)) in enumerate(zip(cells, rows)):
         for c, image in enumerate(row):
@@ -240,9 +243,10 @@ def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table", last_epoch
     for c, title in enumerate(titles):
         axes[0][c].set_title(title, fontsize=9)
     fig.supylabel("validation image id", fontsize=9)
-    class_legend(fig)
+    class_legend(fig, width)
     what = "predicted masks" if layout == "report" else "validation masks"
-    fig.suptitle(f"{run_name}: {what} by epoch" + (f" (run of {last_epoch} epochs)" if last_epoch else ""))
+    title = f"{run_name}: {what} by epoch" + (f" (run of {last_epoch} epochs)" if last_epoch else "")
+    fig.suptitle(textwrap.fill(title, int(width * 10)))  # about 10 characters of 11 pt per inch
     return save_figure(fig, out_png)
 
 

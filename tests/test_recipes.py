@@ -5,6 +5,7 @@ import argparse
 import functools
 import os
 import runpy
+import subprocess
 import sys
 
 import pytest
@@ -114,22 +115,47 @@ def test_p1_default_learning_rate_follows_the_optimizer(argv, lr):
     assert resolved(*argv).lr == lr
 
 
-def test_p1_prints_the_learning_rate_it_uses(tmp_path):
+def test_p1_report_run_logs_its_lr_and_progress_readably_into_a_file(tmp_path):
+    """As under nohup / SLURM / ``> log.txt``: stdout and stderr go to a file, which gets the step
+    lines and the learning rate used, and no tqdm ``\\r`` frames."""
+    from core.fileio import read_csv
     from datasets.synthetic import generate
 
     generate(str(tmp_path / "data"), seed=0, p1_train_per_class=1, p1_val_per_class=1, p2_train=0, p2_val=0,
              p2_size=32)
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_train.py"), "--recipe", "report", "--data-path",
-                   str(tmp_path / "data" / "p1_data"), "--output-dir", str(tmp_path / "run"), "--width", "16",
-                   "--img-size", "32", "--epochs", "2", "--switch-sgd-at", "2", "--batch-size", "25", "--workers",
-                   "0", "--no-cache", cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "optimizer adam, lr 0.001 (its default); SGD at lr 0.0001, momentum 0.9 from epoch 2" in r.stdout
-    assert "epoch 2: switching optimizer to sgd (lr 0.0001)" in r.stdout
-    from core.fileio import read_csv
-
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "p1_train.py"), "--recipe", "report", "--data-path",
+                            str(tmp_path / "data" / "p1_data"), "--output-dir", str(tmp_path / "run"), "--width", "16",
+                            "--img-size", "32", "--epochs", "2", "--switch-sgd-at", "2", "--batch-size", "10",
+                            "--workers", "0", "--no-cache", "--print-freq", "2"], cwd=ROOT, stdout=f,
+                           stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    text = log.read_text()
+    assert r.returncode == 0, text[-2000:]
+    assert "\r" not in text
+    assert "optimizer adam, lr 0.001 (its default); SGD at lr 0.0001, momentum 0.9 from epoch 2" in text
+    assert "epoch 2: switching optimizer to sgd (lr 0.0001)" in text
+    assert [line.split(" loss")[0] for line in text.splitlines() if line.startswith("epoch 1 [")] == \
+        ["epoch 1 [2/5]", "epoch 1 [4/5]", "epoch 1 [5/5]"]
     assert [(row["phase"], row["lr"]) for row in read_csv(tmp_path / "run" / "log.csv")] == \
         [("adam", "0.001"), ("sgd", "0.0001")]
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    import io
+
+    from core.engine import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert progress_bar(range(3)).disable
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    bar = progress_bar(range(3), desc="epoch 1")
+    assert not bar.disable and list(bar) == [0, 1, 2]
+    assert "epoch 1" in sys.stdout.getvalue()
 
 
 def test_p1_switch_needs_adam_and_an_sgd_rate():
