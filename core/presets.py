@@ -200,7 +200,7 @@ def make_prepare(device, preprocess, img_size=None, channels_last=False, aug=Non
     mean = torch.tensor(preprocess["mean"], device=device)
     std = torch.tensor(preprocess["std"], device=device)
     aug = dict(aug or {})
-    geometry = {k: aug.pop(k) for k in ("rotation", "perspective", "affine") if aug.get(k)}
+    geometry = {k: v for k in ("rotation", "perspective", "affine") if (v := aug.pop(k, 0.0))}
     late_jitter = (aug.pop("color_jitter", 0.0), aug.get("jitter_order", "fixed")) if geometry else None
 
     def prepare(batch):

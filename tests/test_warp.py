@@ -92,3 +92,12 @@ def test_prepare_with_warp_normalises_after_it():
     assert x.shape == (4, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
     assert x.min() >= -1 and x.max() <= 1 and (x == -1).any()  # filled pixels are 0 before normalising
     assert torch.equal(y, torch.arange(4))
+
+
+def test_prepare_without_warp_is_the_uint8_path():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    aug = {"hflip": False, "crop_padding": 0, "color_jitter": 0.0, "jitter_order": "fixed", "rotation": 0.0,
+           "perspective": 0.0, "affine": 0.0}
+    pre = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    x, _ = make_prepare(torch.device("cpu"), pre, 48, False, aug)((images, torch.arange(4)))
+    torch.testing.assert_close(x, make_prepare(torch.device("cpu"), pre, 48)((images, torch.arange(4)))[0])
