@@ -11,19 +11,35 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from core.cli import UserError
+
+
+def launch_env():
+    """``(rank, world_size, local_rank)`` from torchrun's or SLURM's environment; None outside one."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
+        os.environ.setdefault("MASTER_PORT", "29500")
+        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_LOCALID", 0))
+    return None
+
+
+def check_sync_bn(args):
+    """``--sync-bn`` across processes needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel):
+    refused up front instead of a traceback from every rank at the first step."""
+    env = launch_env()
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    if args.sync_bn and on_cpu and env is not None and env[1] > 1:
+        raise UserError("--sync-bn: SyncBatchNorm runs on CUDA only; drop it for a run on the CPU")
+
 
 def init_distributed_mode(args):
     """Set ``args.distributed/rank/world_size/local_rank`` from torchrun's or SLURM's environment."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        args.rank, args.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
-        args.rank, args.world_size = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
-        args.local_rank = int(os.environ.get("SLURM_LOCALID", 0))
-        os.environ.setdefault("MASTER_PORT", "29500")
-    else:
+    env = launch_env()
+    if env is None:
         args.rank, args.world_size, args.local_rank, args.distributed = 0, 1, 0, False
         return
+    args.rank, args.world_size, args.local_rank = env
     args.distributed = args.world_size > 1
     if not args.distributed:
         return
