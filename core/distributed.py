@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from core.cli import UserError
+from core.runtime import ignore_stop_signals
 
 
 def launch_env():
@@ -131,8 +132,8 @@ class EvalSampler(Sampler):
 def make_loader(dataset, batch_size, train, workers, device, seed=0):
     """DataLoader with a DistributedSampler (train) / EvalSampler (eval) when distributed.
 
-    Training drops the last partial batch (BatchNorm needs more than one sample); workers are
-    re-created each epoch and seeded by torch from the global RNG, which checkpoints restore,
+    Training drops the last partial batch (BatchNorm needs more than one sample); workers ignore
+    the stop signals (the main process ends them) and are re-created each epoch and seeded by torch from the global RNG, which checkpoints restore,
     so a resumed run draws the same augmentation.
     """
     sampler = None
@@ -140,7 +141,8 @@ def make_loader(dataset, batch_size, train, workers, device, seed=0):
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True) if train else EvalSampler(
             dataset)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=workers, pin_memory=device.type == "cuda", drop_last=train)
+                      num_workers=workers, pin_memory=device.type == "cuda", drop_last=train,
+                      worker_init_fn=ignore_stop_signals if workers else None)
 
 
 def set_epoch(loader, epoch):

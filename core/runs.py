@@ -29,7 +29,7 @@ from core.cli import Interrupted, UserError, error_message
 from core.distributed import all_gather_object, cleanup_distributed, get_world_size, is_main_process
 from core.engine import NonFiniteLossError
 from core.fileio import write_json
-from core.runtime import rng_state
+from core.runtime import STOP_SIGNALS, rng_state
 from datasets import DataError
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
@@ -38,9 +38,6 @@ RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
 RUN_OUTPUTS = {"p1_train.py": ("curves.png", "confusion_matrix.png", "per_class_acc.csv"),
                "p2_train.py": ("curves.png", "per_class_iou.png", "epoch_masks.png", "epoch_masks_report.png")}
 SNAPSHOT = re.compile(r".+_epoch[0-9]+\.png")
-# What a scheduler sends to stop a job: SLURM SIGTERM at the time limit and SIGUSR1/SIGUSR2 before it
-# (--signal), torchrun its own SIGTERM to every rank, a closed terminal SIGHUP.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # Settings of the process, not of the run: never taken from a --resume checkpoint.
 NOT_RESTORED = {"resume", "output_dir", "overwrite", "rank", "local_rank", "distributed", "world_size"}
 # Flags a --resume may change: where and how fast the run goes, and which masks it draws, not

@@ -1,14 +1,28 @@
-"""Device, seeds, mixed precision, RNG state and ``torch.compile`` for both problems."""
+"""Device, seeds, mixed precision, RNG state, ``torch.compile``, memory bounds and stop signals
+for both problems."""
 import contextlib
 import os
 import platform
 import random
+import signal
 import warnings
 
 import numpy as np
 import torch
 
 from core.cli import UserError
+
+
+# What a scheduler sends to stop a job: SLURM SIGTERM at the time limit and SIGUSR1/SIGUSR2 before it
+# (--signal), torchrun its own SIGTERM to every rank, a closed terminal SIGHUP; and Ctrl-C.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def ignore_stop_signals(worker_id=None):
+    """A DataLoader worker's ``worker_init_fn``: the main process alone decides how a run stops
+    (and ends its workers); a worker killed by a job-wide SIGTERM would make it fail noisily."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def resolve_device(name, local_rank=0):

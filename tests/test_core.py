@@ -480,6 +480,70 @@ def test_lock_dies_with_its_process_not_with_its_forked_workers(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def stop_run(tmp_path, body):
+    """Run ``body(run)`` inside a ``runs.Run`` on a fresh folder; returns the exception it ends with."""
+    args = argparse.Namespace(output_dir=str(tmp_path / "run"), resume="", overwrite=False, data_path="")
+    with pytest.raises((cli.Interrupted, cli.UserError)) as e:
+        with runs.Run(args, "p2_train.py", saved_epoch=3) as run:
+            body(run)
+    return e.value
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT])
+def test_scheduler_signals_stop_a_run_as_ctrl_c_does(tmp_path, signum):
+    before = signal.getsignal(signum)
+
+    def body(run):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises here
+        raise AssertionError("the signal did not stop the run")
+
+    e = stop_run(tmp_path, body)
+    assert isinstance(e, cli.Interrupted) and e.exit_code == 128 + signum
+    assert f"holds epoch 3; continue with: python p2_train.py --resume {tmp_path / 'run' / 'last.pt'}" in str(e)
+    assert (f"stopped by {signal.Signals(signum).name}" in str(e)) == (signum != signal.SIGINT)
+    assert signal.getsignal(signum) is before  # restored
+
+
+def test_a_signal_the_job_ignores_stays_ignored(tmp_path):
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+    try:
+        args = argparse.Namespace(output_dir=str(tmp_path / "run"), resume="", overwrite=False, data_path="")
+        with runs.Run(args, "p2_train.py"):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.1)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_full_disk_never_claims_a_best_pt_that_was_not_written(tmp_path, monkeypatch, capsys):
+    model = classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith("best.pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    def body(run):
+        monkeypatch.setattr(os, "replace", full_disk)
+        log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
+        run.save_epoch(inference_ckpt(model), log, {"epoch": 1}, time.perf_counter(), optimizer=optimizer,
+                       lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5, is_best=True,
+                       line="epoch 4: val 0.5 (best)")
+        run.writer.wait()
+
+    e = stop_run(tmp_path, body)
+    monkeypatch.undo()
+    best = tmp_path / "run" / "best.pt"
+    assert isinstance(e, cli.UserError) and str(e).startswith(f"training stopped: {best}: no space left on the device")
+    assert "holds epoch 3" in str(e)  # the epoch before: epoch 4's last.pt was not written either
+    assert "(best)" not in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "run")) == [".lock"]
+
+
 def test_check_resume_refuses_changed_settings():
     ckpt = training_ckpt(classifier(), epoch=2, epochs=4, lr=0.1, lr_schedule="none")
     same = argparse.Namespace(**ckpt["args"])
