@@ -125,7 +125,7 @@ def remove_run(folder, script):
         if os.path.isfile(path) or os.path.islink(path):
             os.remove(path)
     snapshots = os.path.join(folder, "snapshots")
-    if "p2" in script and os.path.isdir(snapshots) and not os.path.islink(snapshots):
+    if script == "p2_train.py" and os.path.isdir(snapshots) and not os.path.islink(snapshots):
         for name in os.listdir(snapshots):
             path = os.path.join(snapshots, name)
             if SNAPSHOT.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
@@ -235,7 +235,7 @@ class Run:
 
     def __init__(self, args, script, saved_epoch=0):
         self.args, self.script, self.saved_epoch = args, script, saved_epoch
-        self.signum, self.handlers = None, {}
+        self.signum, self.handlers, self.exiting = None, {}, False
         self.lock = prepare(args, script) if is_main_process() else None
         self.writer = AsyncWriter()
 
@@ -247,8 +247,8 @@ class Run:
         return self
 
     def _stop(self, signum, frame):
-        if self.signum is None:  # a second signal while the files in flight finish is ignored
-            self.signum = signum
+        self.signum = signum
+        if not self.exiting:  # a signal while the files in flight finish is ignored
             raise Stopped(signum)
 
     def save_epoch(self, inference, log, row, started, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score,
@@ -269,6 +269,8 @@ class Run:
                          then=[lambda: self._saved(epoch, line), lambda: _append(log, row)])
         else:
             self.saved_epoch = epoch
+        if self.signum is not None:  # its Stopped was swallowed (raised inside a __del__): stop now
+            raise Stopped(self.signum)
 
     def _saved(self, epoch, line):
         self.saved_epoch = epoch
@@ -276,6 +278,7 @@ class Run:
             print(line, flush=True)
 
     def __exit__(self, exc_type, exc, tb):
+        self.exiting = True
         try:
             stopped = self.signum is not None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
             if stopped or (exc_type is not None and issubclass(exc_type, (NonFiniteLossError, DataError, OSError))):

@@ -505,6 +505,28 @@ def test_scheduler_signals_stop_a_run_as_ctrl_c_does(tmp_path, signum):
     assert signal.getsignal(signum) is before  # restored
 
 
+def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path, capsys):
+    model = classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def body(run):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except runs.Stopped:
+            pass  # as when the signal lands in a __del__ (a DataLoader iterator's): Python ignores the exception
+        log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
+        run.save_epoch(inference_ckpt(model), log, {"epoch": 4}, time.perf_counter(), optimizer=optimizer,
+                       lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5, is_best=True,
+                       line="epoch 4: val 0.5 (best)")
+        raise AssertionError("the run went on")
+
+    e = stop_run(tmp_path, body)
+    assert isinstance(e, cli.Interrupted) and e.exit_code == 143 and "holds epoch 4" in str(e)
+    assert "epoch 4: val 0.5 (best)" in capsys.readouterr().out  # the epoch's files were finished first
+    assert checkpoint.load(str(tmp_path / "run" / "last.pt"), training=True)["epoch"] == 4
+
+
 def test_a_signal_the_job_ignores_stays_ignored(tmp_path):
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
     try:
