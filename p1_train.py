@@ -40,6 +40,7 @@ import os
 import sys
 import time
 
+import torch
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
 from core.checkpoint import CheckpointError
@@ -101,7 +102,8 @@ def main(argv=None):
     runtime.seed_everything(args.seed + args.rank, args.deterministic)
     with runs.Run(args, "p1_train.py", resume["epoch"] if resume is not None else 0) as run:
         train_set, val_set = get_datasets(args)
-        preprocess = get_preprocess(args, train_set)
+        # A resumed run keeps its own input normalisation, whatever --data-path now holds.
+        preprocess = resume["preprocess"] if resume is not None else get_preprocess(args, train_set)
         if distributed.is_main_process():
             runs.write_args(args)
         distributed.log(f"train {len(train_set)} images, val {len(val_set)}; normalize {preprocess}; device {device}")
@@ -157,11 +159,10 @@ def main(argv=None):
             row = {"epoch": epoch, "phase": phase, "lr": f"{lr:.6g}", "train_loss": f"{train['loss']:.6f}",
                    "val_loss": f"{val_loss:.6f}", "val_acc": f"{acc:.6f}",
                    "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}"}
+            line = (f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} val_loss {val_loss:.4f} "
+                    f"val_acc {acc:.4f}{' (best)' if is_best else ''} [{train['images'] / train['seconds']:.0f} img/s]")
             run.save_epoch(inference, log, row, t_other, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler,
-                           phase=phase, epoch=epoch, best_score=best, is_best=is_best)
-            distributed.log(f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} "
-                            f"val_loss {val_loss:.4f} val_acc {acc:.4f}{' (best)' if is_best else ''} "
-                            f"[{train['images'] / train['seconds']:.0f} img/s]")
+                           phase=phase, epoch=epoch, best_score=best, is_best=is_best, line=line)
             distributed.barrier()
         run.writer.wait()
         distributed.barrier()  # best.pt is on disk before any process reads it
@@ -187,6 +188,10 @@ def check_args(args):
     if args.batch_size < 2:
         raise cli.UserError("--batch-size 1: the classifier's BatchNorm1d cannot train on batches of one; "
                             "use 2 or more")
+
+    def build():
+        return get_model(args.model, num_classes=NUM_CLASSES, width=args.width, img_size=args.img_size)
+
     try:
         warning = check_switch(args)
     except ValueError as e:
@@ -198,9 +203,13 @@ def check_args(args):
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     try:
-        get_model(args.model, num_classes=NUM_CLASSES, width=args.width, img_size=args.img_size)
+        with torch.device("meta"):
+            build()
     except ValueError as e:
         raise cli.UserError(f"--img-size {args.img_size}: {e}") from None
+    distributed.check_sync_bn(args)
+    runtime.check_memory(build, (3, args.img_size, args.img_size), args.batch_size, args.device, args.amp,
+                         f"--img-size {args.img_size} --batch-size {args.batch_size} --width {args.width}")
     args.output_dir = args.output_dir or (os.path.dirname(args.resume) if args.resume else "runs/p1")
 
 

@@ -49,6 +49,7 @@ snapshot ids; at the end ``epoch_masks.png`` (and the report's 3x3 layout,
 ``epoch_masks_report.png``), ``curves.png`` and ``per_class_iou.png`` are drawn.
 """
 import argparse
+import math
 import os
 import sys
 import time
@@ -91,6 +92,9 @@ RECIPES = {
 }
 # The seed's FCN8s meets its skip connections only at 512x512 (models/fcn.py).
 FCN8S_SIZE = 512
+# Ours: the smallest --img-size crop (one cell of the stride-32 score map), the largest --focal-gamma (the
+# focal-loss paper, Lin et al. 2017, tries 0-5; beyond 10 the weight of a pixel at p = 0.5 is below 1e-3).
+MIN_CROP, MAX_FOCAL_GAMMA = 32, 10
 
 
 # --------------------------------------------------------------------------- data
@@ -218,7 +222,14 @@ def main(argv=None):
     runtime.seed_everything(args.seed + args.rank, args.deterministic)
     with runs.Run(args, "p2_train.py", resume["epoch"] if resume is not None else 0) as run:
         train_set, val_set = get_datasets(args)
-        preprocess, class_weights = preprocess_and_weights(args, train_set)
+        if resume is None:
+            preprocess, class_weights = preprocess_and_weights(args, train_set)
+        else:  # a resumed run keeps its own input normalisation and loss weights, whatever --data-path now holds
+            preprocess, class_weights = resume["preprocess"], resume["meta"]["class_weights"]
+        side = args.img_size or train_set.sizes[0][0]
+        runtime.check_memory(lambda: get_model(args.model, num_classes=NUM_CLASSES, width=args.width), (3, side, side),
+                             args.batch_size, args.device, args.amp,
+                             f"--batch-size {args.batch_size} --width {args.width} on {side}x{side} inputs")
         if distributed.is_main_process():
             runs.write_args(args)
 
@@ -287,11 +298,10 @@ def main(argv=None):
                    "val_loss": f"{val_loss:.6f}", "val_miou": f"{miou:.6f}",
                    **{f"iou_{CLASS_NAMES[c]}": f"{v:.6f}" for c, v in per_class.items()},
                    "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}"}
+            line = (f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} val_loss {val_loss:.4f} "
+                    f"val_miou {miou:.4f}{' (best)' if is_best else ''} [{train['images'] / train['seconds']:.1f} img/s]")
             run.save_epoch(inference, log, row, t_other, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler,
-                           phase=phase, epoch=epoch, best_score=best, is_best=is_best)
-            distributed.log(f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} "
-                            f"val_loss {val_loss:.4f} val_miou {miou:.4f}{' (best)' if is_best else ''} "
-                            f"[{train['images'] / train['seconds']:.1f} img/s]")
+                           phase=phase, epoch=epoch, best_score=best, is_best=is_best, line=line)
             distributed.barrier()
         run.writer.wait()
         if distributed.is_main_process():
@@ -311,9 +321,9 @@ def class_weights(text):
         weights = [float(v) for v in text.split(",")]
     except ValueError:
         weights = []
-    if len(weights) != NUM_CLASSES or min(weights) < 0 or sum(weights) == 0:
-        raise argparse.ArgumentTypeError(f"expected none, auto or {NUM_CLASSES} comma-separated non-negative "
-                                         f"numbers ({', '.join(CLASS_NAMES)}), got {text!r}")
+    if len(weights) != NUM_CLASSES or not all(map(math.isfinite, weights)) or min(weights) < 0 or sum(weights) == 0:
+        raise argparse.ArgumentTypeError(f"expected none, auto or {NUM_CLASSES} comma-separated finite "
+                                         f"non-negative numbers ({', '.join(CLASS_NAMES)}), got {text!r}")
     return weights
 
 
@@ -333,6 +343,13 @@ def check_args(args):
                             f"{','.join(map(str, late))} are after --epochs {args.epochs}; pass --snapshot-epochs")
     if args.img_size and args.model == "fcn8s" and args.img_size != FCN8S_SIZE:
         raise cli.UserError(f"--img-size {args.img_size}: fcn8s trains on {FCN8S_SIZE}x{FCN8S_SIZE} inputs only")
+    if 0 < args.img_size < MIN_CROP:
+        raise cli.UserError(f"--img-size {args.img_size}: crops smaller than {MIN_CROP}x{MIN_CROP} (one cell of "
+                            f"{args.model}'s stride-32 score map) teach it nothing; use {MIN_CROP} or more, or 0")
+    if args.loss == "focal" and args.focal_gamma > MAX_FOCAL_GAMMA:
+        raise cli.UserError(f"--focal-gamma {args.focal_gamma:g}: (1 - p)^gamma vanishes for every pixel above "
+                            f"gamma {MAX_FOCAL_GAMMA} and nothing trains; the focal-loss paper uses 0-5")
+    distributed.check_sync_bn(args)
     args.output_dir = args.output_dir or (os.path.dirname(args.resume) if args.resume else f"runs/p2_{args.model}")
 
 

@@ -72,8 +72,13 @@ def to_bytes(state):
 
 
 def save(state, path):
-    """Serialise and write atomically (temporary file, fsync, rename)."""
-    atomic_write_bytes(path, to_bytes(state))
+    """Serialise and write atomically (temporary file, fsync, rename); an OSError (a full disk)
+    names ``path``, not the temporary file."""
+    data = to_bytes(state)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), path) from None
 
 
 def load(path, problem=None, training=False):
@@ -168,12 +173,14 @@ class AsyncWriter:
 
 
 def submit_epoch(writer, folder, state, is_best, then=()):
-    """In the background, write ``last.pt``, ``best.pt`` (its inference part only) when
-    ``is_best``, and run the ``then`` jobs (e.g. the log row), in that order: a log row never
-    gets ahead of the checkpoint it describes. ``state`` must be a snapshot (``to_cpu``)."""
-    jobs = [lambda: save(state, os.path.join(folder, "last.pt"))]
-    if is_best:
-        jobs.append(lambda: save(inference_part(state), os.path.join(folder, "best.pt")))
+    """In the background, write ``best.pt`` (its inference part only) when ``is_best``, then
+    ``last.pt``, then run the ``then`` jobs (e.g. the log row), in that order: ``last.pt`` never
+    gets ahead of ``best.pt`` (a resumed run always finds the best epoch it has passed), and a
+    log row never gets ahead of the checkpoint it describes. A write that fails (a full disk)
+    raises an OSError naming the file and stops the jobs after it. ``state`` must be a
+    snapshot (``to_cpu``)."""
+    jobs = [lambda: save(inference_part(state), os.path.join(folder, "best.pt"))] if is_best else []
+    jobs.append(lambda: save(state, os.path.join(folder, "last.pt")))
     writer.submit(jobs + list(then))
 
 

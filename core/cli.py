@@ -2,7 +2,8 @@
 share (one meaning per flag name), and one exit convention.
 
 Exit convention (``run``): 0 success; 1 an error, printed as one line ``error: ...`` naming the
-file or flag (no traceback); 2 a usage error (argparse); 130 interrupted by Ctrl-C.
+file or flag (no traceback); 2 a usage error (argparse); 130 interrupted by Ctrl-C (128 + N
+for signal N, e.g. 143 for SIGTERM). Under ``torchrun`` only rank 0 prints the message.
 """
 import argparse
 import copy
@@ -36,7 +37,12 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C, with a message saying what was saved and how to continue; exit 130."""
+    """Ctrl-C (or a stop signal), with a message saying what was saved and how to continue;
+    exit 130 (128 + the signal's number)."""
+
+    def __init__(self, message, exit_code=130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class RunParser(argparse.ArgumentParser):
@@ -193,14 +199,16 @@ def run(main, argv=None, expected=()):
 
     ``expected`` lists further exception types (e.g. ``DataError``) reported as ``error: ...``.
     """
+    # Every process of a torchrun (or multi-task SLURM) launch would print the same line: rank 0 speaks.
+    say = print if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) in ("", "0") else lambda *a, **k: None
     try:
         return main(argv) or 0
     except Interrupted as e:
-        print(f"\ninterrupted: {e}", file=sys.stderr)
-        return 130
+        say(f"\ninterrupted: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        say("\ninterrupted", file=sys.stderr)
         return 130
     except (UserError, OSError, *expected) as e:
-        print(f"error: {error_message(e)}", file=sys.stderr)
+        say(f"error: {error_message(e)}", file=sys.stderr)
         return 1

@@ -11,19 +11,36 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from core.cli import UserError
+from core.runtime import ignore_stop_signals
+
+
+def launch_env():
+    """``(rank, world_size, local_rank)`` from torchrun's or SLURM's environment; None outside one."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
+        os.environ.setdefault("MASTER_PORT", "29500")
+        return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]), int(os.environ.get("SLURM_LOCALID", 0))
+    return None
+
+
+def check_sync_bn(args):
+    """``--sync-bn`` across processes needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel):
+    refused up front instead of a traceback from every rank at the first step."""
+    env = launch_env()
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    if args.sync_bn and on_cpu and env is not None and env[1] > 1:
+        raise UserError("--sync-bn: SyncBatchNorm runs on CUDA only; drop it for a run on the CPU")
+
 
 def init_distributed_mode(args):
     """Set ``args.distributed/rank/world_size/local_rank`` from torchrun's or SLURM's environment."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        args.rank, args.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        args.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    elif "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1:
-        args.rank, args.world_size = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
-        args.local_rank = int(os.environ.get("SLURM_LOCALID", 0))
-        os.environ.setdefault("MASTER_PORT", "29500")
-    else:
+    env = launch_env()
+    if env is None:
         args.rank, args.world_size, args.local_rank, args.distributed = 0, 1, 0, False
         return
+    args.rank, args.world_size, args.local_rank = env
     args.distributed = args.world_size > 1
     if not args.distributed:
         return
@@ -115,8 +132,8 @@ class EvalSampler(Sampler):
 def make_loader(dataset, batch_size, train, workers, device, seed=0):
     """DataLoader with a DistributedSampler (train) / EvalSampler (eval) when distributed.
 
-    Training drops the last partial batch (BatchNorm needs more than one sample); workers are
-    re-created each epoch and seeded by torch from the global RNG, which checkpoints restore,
+    Training drops the last partial batch (BatchNorm needs more than one sample); workers ignore
+    the stop signals (the main process ends them) and are re-created each epoch and seeded by torch from the global RNG, which checkpoints restore,
     so a resumed run draws the same augmentation.
     """
     sampler = None
@@ -124,7 +141,8 @@ def make_loader(dataset, batch_size, train, workers, device, seed=0):
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True) if train else EvalSampler(
             dataset)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=workers, pin_memory=device.type == "cuda", drop_last=train)
+                      num_workers=workers, pin_memory=device.type == "cuda", drop_last=train,
+                      worker_init_fn=ignore_stop_signals if workers else None)
 
 
 def set_epoch(loader, epoch):

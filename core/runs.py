@@ -1,15 +1,27 @@
 """A training run's folder: which one, never clobbering another run, one writer at a time,
 and a resumed run that continues with its own settings.
 
-A folder holds a run when it has any of ``RUN_FILES``. A new run refuses such a folder unless
-``--overwrite`` (then those files go, and only those); ``--resume`` continues in the folder of
-its checkpoint. An exclusive lock (``.lock``, released by the kernel when the process ends)
+A folder holds a run when it has a finished epoch (``last.pt``) or the files of one
+(``best.pt``, ``log.csv``). A new run refuses such a folder unless ``--overwrite`` (then the
+files that run wrote go, and only those: ``RUN_FILES``, the script's figures and snapshot
+masks by their names); a folder whose run finished no epoch (only ``args.json``) holds
+nothing to protect and is started again. ``--resume`` continues in the folder of its
+checkpoint, which must hold that run's ``best.pt`` and ``log.csv``. An exclusive lock
+(``.lock``, released by the kernel when the process ends, never held by DataLoader workers)
 makes a second run into the same folder fail at once instead of interleaving files.
+
+Scheduler signals stop a run as Ctrl-C does (``STOP_SIGNALS``): the files in flight are
+finished, the message says which epoch ``last.pt`` holds and how to resume, and the exit
+code is 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
 """
 import errno
 import fcntl
 import os
+import re
 import shutil
+import signal
+import sys
+import threading
 import time
 
 from core.checkpoint import AsyncWriter, load, submit_epoch, to_cpu, training_state
@@ -17,13 +29,15 @@ from core.cli import Interrupted, UserError, error_message
 from core.distributed import all_gather_object, cleanup_distributed, get_world_size, is_main_process
 from core.engine import NonFiniteLossError
 from core.fileio import write_json
-from core.runtime import rng_state
+from core.runtime import STOP_SIGNALS, rng_state
 from datasets import DataError
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
-# Files and folders a run writes besides RUN_FILES (removed with them by --overwrite).
-RUN_OUTPUTS = ("curves.png", "per_class_iou.png", "epoch_masks.png", "epoch_masks_report.png", "confusion_matrix.png",
-               "per_class_acc.csv", "snapshots")
+# Files each script writes besides RUN_FILES (removed with them by --overwrite), and its snapshot masks
+# (``snapshots/<id>_epoch<E>.png``, p2_train.py); nothing else in the folder is touched.
+RUN_OUTPUTS = {"p1_train.py": ("curves.png", "confusion_matrix.png", "per_class_acc.csv"),
+               "p2_train.py": ("curves.png", "per_class_iou.png", "epoch_masks.png", "epoch_masks_report.png")}
+SNAPSHOT = re.compile(r".+_epoch[0-9]+\.png")
 # Settings of the process, not of the run: never taken from a --resume checkpoint.
 NOT_RESTORED = {"resume", "output_dir", "overwrite", "rank", "local_rank", "distributed", "world_size"}
 # Flags a --resume may change: where and how fast the run goes, and which masks it draws, not
@@ -33,13 +47,18 @@ MAY_CHANGE = {"device", "workers", "print_freq", "cache_dir", "no_cache", "compi
 
 
 def existing_run(folder):
-    return [f for f in RUN_FILES if os.path.exists(os.path.join(folder, f))]
+    """The run files in ``folder`` when they hold a finished epoch (or its ``best.pt`` / ``log.csv``);
+    [] for a folder whose run stopped before its first epoch ended (only ``args.json``)."""
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(folder, f))]
+    return found if set(found) - {"args.json"} else []
 
 
 def lock_folder(folder):
     """Take an exclusive, non-blocking lock on ``folder/.lock`` for the life of the process.
 
     Returns the open lock file (keep a reference); UserError when another process holds it.
+    A forked child (a DataLoader worker) closes its copy at once, so the lock ends with this
+    process, not with the last of its workers (a requeued run resumes straight after a kill).
     """
     os.makedirs(folder, exist_ok=True)
     f = open(os.path.join(folder, ".lock"), "a+")
@@ -51,18 +70,32 @@ def lock_folder(folder):
             raise UserError(f"{folder}: another run is writing into this folder right now "
                             "(wait for it to finish, or pass another --output-dir)") from None
         raise
+    os.register_at_fork(after_in_child=lambda: _close_in_child(f))
     return f
+
+
+def _close_in_child(f):
+    """A forked child closes its duplicate of the lock's descriptor: ``flock`` holds while any
+    duplicate is open, and closing one does not release the parent's."""
+    if not f.closed:
+        f.close()
 
 
 def prepare(args, script):
     """Choose, check and lock ``args.output_dir`` (rank 0); returns the lock file.
 
-    Refuses a folder that holds another run, naming ``--resume``, ``--overwrite`` and
-    ``--output-dir``; with ``--overwrite`` removes that run's files first.
+    Refuses a folder that holds another run, naming ``--resume`` (when ``last.pt`` is there),
+    ``--overwrite`` and ``--output-dir``; with ``--overwrite`` removes that run's files first.
+    A folder left by a run that finished no epoch is started again. Refuses a folder inside
+    ``--data-path`` (its files would be read as data by every later run).
     """
     folder = args.output_dir
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"--output-dir {folder}: exists and is not a folder")
+    data = getattr(args, "data_path", None)
+    if data and _inside(folder, data):
+        raise UserError(f"--output-dir {folder}: is inside --data-path {data}; every later run would read the "
+                        "run's files as data; pass an --output-dir outside it")
     lock = lock_folder(folder)
     found = existing_run(folder)
     resuming_here = args.resume and os.path.samefile(os.path.dirname(os.path.abspath(args.resume)), folder)
@@ -70,16 +103,46 @@ def prepare(args, script):
         if not args.overwrite:
             lock.close()
             last = os.path.join(folder, "last.pt")
-            raise UserError(f"--output-dir {folder}: holds a run ({', '.join(found)}); continue it with "
-                            f"'python {script} --resume {last}', start a new one with another --output-dir, "
-                            "or replace it with --overwrite")
-        for name in RUN_FILES + RUN_OUTPUTS:
-            path = os.path.join(folder, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
+            if os.path.exists(last):
+                raise UserError(f"--output-dir {folder}: holds a run ({', '.join(found)}); continue it with "
+                                f"'python {command(script)} --resume {last}', start a new one with another "
+                                "--output-dir, or replace it with --overwrite")
+            raise UserError(f"--output-dir {folder}: holds the files of a run ({', '.join(found)}) but no last.pt "
+                            "to continue it from; start a new run with another --output-dir, or replace them with "
+                            "--overwrite")
+        remove_run(folder, script)
+    elif not found and not resuming_here and os.path.exists(os.path.join(folder, "args.json")):
+        print(f"note: {folder} holds a run that finished no epoch; starting it again", file=sys.stderr)
+        remove_run(folder, script)
     return lock
+
+
+def remove_run(folder, script):
+    """Remove what a run of ``script`` wrote into ``folder``: its files by name, and the snapshot
+    masks by their name pattern (the ``snapshots`` folder too when that leaves it empty)."""
+    for name in RUN_FILES + RUN_OUTPUTS.get(script, ()):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) or os.path.islink(path):
+            os.remove(path)
+    snapshots = os.path.join(folder, "snapshots")
+    if script == "p2_train.py" and os.path.isdir(snapshots) and not os.path.islink(snapshots):
+        for name in os.listdir(snapshots):
+            path = os.path.join(snapshots, name)
+            if SNAPSHOT.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+                os.remove(path)
+        if not os.listdir(snapshots):
+            os.rmdir(snapshots)
+
+
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def command(script):
+    """How the user ran ``script`` (e.g. ``../../p2_train.py`` from inside a run folder), for the
+    commands a message suggests."""
+    return sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]) == script else script
 
 
 def parse_args(parser, argv, problem):
@@ -87,16 +150,38 @@ def parse_args(parser, argv, problem):
 
     With ``--resume``, ``argv`` is parsed again with the checkpoint's settings as defaults, so a
     resumed run continues with its own settings, and flags given now that would change what it
-    computes are refused (``check_resume``).
+    computes are refused (``check_resume``). A resumed run continues in its checkpoint's folder
+    (``--output-dir`` may only name that folder). ``--data-path`` and ``--cache-dir`` are kept
+    as absolute paths, so a run resumes from any working directory (e.g. inside its folder).
     """
     args = parser.parse_args(argv)
-    if not args.resume:
-        return args, None
-    ckpt = load(args.resume, problem, training=True)
-    parser.resumed = {k: v for k, v in ckpt["args"].items() if k not in NOT_RESTORED}
-    args = parser.parse_args(argv)
-    check_resume(args, ckpt, args.resume)
+    ckpt = None
+    if args.resume:
+        ckpt = load(args.resume, problem, training=True)
+        parser.resumed = {k: v for k, v in ckpt["args"].items() if k not in NOT_RESTORED}
+        args = parser.parse_args(argv)
+        check_resume(args, ckpt, args.resume)
+        args.output_dir = resume_folder(args.resume, args.output_dir, ckpt)
+    for key in ("data_path", "cache_dir"):
+        if getattr(args, key, None):
+            setattr(args, key, os.path.abspath(getattr(args, key)))
     return args, ckpt
+
+
+def resume_folder(path, output_dir, ckpt):
+    """The folder a ``--resume path`` run continues in: the checkpoint's own, which must hold the
+    run's ``best.pt`` and ``log.csv`` (a ``last.pt`` copied out of its folder would continue
+    without them, and the run's best model and history would be lost)."""
+    folder = os.path.dirname(path) or "."
+    if output_dir and not (os.path.isdir(output_dir) and os.path.samefile(output_dir, folder)):
+        raise UserError(f"--output-dir {output_dir}: a resumed run continues in its own folder ({folder}); drop "
+                        f"--output-dir, or copy the whole folder {folder} and resume the copy's last.pt")
+    missing = [name for name in ("best.pt", "log.csv") if not os.path.exists(os.path.join(folder, name))
+               and not (name == "log.csv" and ckpt["epoch"] == 1)]  # a kill just after epoch 1's last.pt
+    if missing:
+        raise UserError(f"--resume {path}: its folder lacks the run's {' and '.join(missing)} (was last.pt copied "
+                        "out of its run folder?); resume the last.pt inside the whole run folder")
+    return folder
 
 
 def check_resume(args, ckpt, path):
@@ -126,59 +211,109 @@ def write_args(args):
     write_json(os.path.join(args.output_dir, "args.json"), vars(args))
 
 
+class Stopped(KeyboardInterrupt):
+    """A scheduler's signal (``STOP_SIGNALS``), raised in the main thread as Ctrl-C is. A
+    KeyboardInterrupt, so DataLoader workers that receive it too end quietly."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 class Run:
     """A training run around its epoch loop: ``with runs.Run(args, "p2_train.py", epoch) as run:``.
 
-    On entry: the run folder is checked and locked (rank 0). ``run.save_epoch`` ends each epoch
-    (checkpoints and the log row, written in the background by ``run.writer``).
-    On exit, however the loop ends: pending writes finish; Ctrl-C becomes ``cli.Interrupted``
-    and a NaN loss or a file that fails to decode mid-training a one-line ``UserError``, each
-    saying which epoch ``last.pt`` holds and how to resume; the process group and the lock are
-    released.
+    On entry: the run folder is checked and locked (rank 0); ``STOP_SIGNALS`` raise ``Stopped``.
+    ``run.save_epoch`` ends each epoch (checkpoints, the log row and the epoch's line, written
+    and printed in the background by ``run.writer``).
+    On exit, however the loop ends: pending writes finish; Ctrl-C or a stop signal becomes
+    ``cli.Interrupted`` (exit 128 + signal number), and a NaN loss, a file that fails to decode
+    mid-training or a checkpoint that cannot be written (full disk) a one-line ``UserError``,
+    each saying which epoch ``last.pt`` holds and how to resume; the process group and the
+    lock are released, and the signal handlers restored.
     """
 
     def __init__(self, args, script, saved_epoch=0):
         self.args, self.script, self.saved_epoch = args, script, saved_epoch
+        self.signum, self.handlers, self.exiting = None, {}, False
         self.lock = prepare(args, script) if is_main_process() else None
         self.writer = AsyncWriter()
 
     def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            # A signal the job was started to ignore (nohup: SIGHUP; a shell's background job: SIGINT) stays ignored.
+            self.handlers = {s: signal.signal(s, self._stop) for s in STOP_SIGNALS
+                             if signal.getsignal(s) is not signal.SIG_IGN}
         return self
 
+    def _stop(self, signum, frame):
+        self.signum = signum
+        if not self.exiting:  # a signal while the files in flight finish is ignored
+            raise Stopped(signum)
+
     def save_epoch(self, inference, log, row, started, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score,
-                   is_best):
+                   is_best, line=""):
         """End an epoch (every process calls it: the RNG states of all are gathered). Rank 0 takes a
         CPU snapshot of the training state, sets ``row["other_seconds"]`` (time since ``started``,
-        the end of validation) and writes ``last.pt``, ``best.pt`` when ``is_best`` and the log row
-        in the background; ``saved_epoch`` then names this epoch."""
+        the end of validation) and, in the background, writes ``best.pt`` when ``is_best``, then
+        ``last.pt``, then prints ``line`` and appends the log row: a line saying "(best)" is
+        printed only once ``best.pt`` is on disk, and ``saved_epoch`` names this epoch only once
+        ``last.pt`` is."""
         rngs = all_gather_object(rng_state())
         if is_main_process():
             state = to_cpu(training_state(inference, optimizer=optimizer, lr_scheduler=lr_scheduler, scaler=scaler,
                                           phase=phase, epoch=epoch, best_score=best_score, args=vars(self.args),
                                           rng=rngs, world_size=get_world_size()))
             row["other_seconds"] = f"{time.perf_counter() - started:.2f}"
-            submit_epoch(self.writer, self.args.output_dir, state, is_best, then=[lambda: log.append(row)])
+            submit_epoch(self.writer, self.args.output_dir, state, is_best,
+                         then=[lambda: self._saved(epoch, line), lambda: _append(log, row)])
+        else:
+            self.saved_epoch = epoch
+        if self.signum is not None:  # its Stopped was swallowed (raised inside a __del__): stop now
+            raise Stopped(self.signum)
+
+    def _saved(self, epoch, line):
         self.saved_epoch = epoch
+        if line:
+            print(line, flush=True)
 
     def __exit__(self, exc_type, exc, tb):
+        self.exiting = True
         try:
-            if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, NonFiniteLossError, DataError)):
-                self.writer.wait()
+            stopped = self.signum is not None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
+            if stopped or (exc_type is not None and issubclass(exc_type, (NonFiniteLossError, DataError, OSError))):
+                try:
+                    self.writer.wait()
+                except OSError as e:  # the files of the last epoch could not be written
+                    exc = e
                 note = saved_note(self.args.output_dir, self.saved_epoch, self.script)
-                if issubclass(exc_type, KeyboardInterrupt):
-                    raise Interrupted(note) from None
-                hint = " (try a lower --lr, or run without --amp)" if exc_type is NonFiniteLossError else ""
+                if not is_main_process():  # rank 0 says it
+                    raise SystemExit(128 + (self.signum or signal.SIGINT) if stopped else 1)
+                if stopped and not isinstance(exc, OSError):
+                    signum = self.signum or signal.SIGINT
+                    by = "" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}; "
+                    raise Interrupted(by + note, exit_code=128 + signum) from None
+                hint = " (try a lower --lr, or run without --amp)" if isinstance(exc, NonFiniteLossError) else ""
                 raise UserError(f"training stopped: {error_message(exc)}{hint}; {note}") from None
         finally:
             cleanup_distributed()
             if self.lock is not None:
                 self.lock.close()
+            for s, handler in self.handlers.items():
+                signal.signal(s, handler)
         return False
+
+
+def _append(log, row):
+    try:
+        log.append(row)
+    except OSError as e:  # name log.csv, not its temporary file
+        raise OSError(e.errno, e.strerror or str(e), log.path) from None
 
 
 def saved_note(folder, last_epoch, script):
     """What an interrupted or failed run left: the epoch in ``last.pt`` and the resume command."""
     if not last_epoch:
-        return "no epoch finished, so nothing was saved"
+        return "no epoch finished, so nothing was saved; the same command starts the run again"
     last = os.path.join(folder, "last.pt")
-    return f"{last} holds epoch {last_epoch}; continue with: python {script} --resume {last}"
+    return f"{last} holds epoch {last_epoch}; continue with: python {command(script)} --resume {last}"

@@ -6,6 +6,8 @@ import errno
 import os
 import random
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -178,7 +180,8 @@ def test_async_writer_runs_jobs_in_order_and_reraises():
     assert done[-1] == "c"
 
 
-def test_full_disk_keeps_previous_last_pt_and_holds_back_the_log_row(tmp_path, monkeypatch):
+@pytest.mark.parametrize("full", ["best.pt", "last.pt"])
+def test_full_disk_keeps_previous_last_pt_and_holds_back_the_log_row(tmp_path, monkeypatch, full):
     folder = str(tmp_path)
     log = fileio.CSVLog(os.path.join(folder, "log.csv"), ["epoch"])
     writer = checkpoint.AsyncWriter()
@@ -189,7 +192,7 @@ def test_full_disk_keeps_previous_last_pt_and_holds_back_the_log_row(tmp_path, m
     real_replace = os.replace
 
     def full_disk(src, dst):
-        if str(dst).endswith("last.pt"):
+        if str(dst).endswith(full):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_replace(src, dst)
 
@@ -199,9 +202,11 @@ def test_full_disk_keeps_previous_last_pt_and_holds_back_the_log_row(tmp_path, m
     with pytest.raises(OSError) as e:
         writer.wait()
     monkeypatch.undo()
-    assert e.value.errno == errno.ENOSPC
+    assert e.value.errno == errno.ENOSPC and e.value.filename == os.path.join(folder, full)  # the file, not a temp
+    assert cli.error_message(e.value) == f"{os.path.join(folder, full)}: no space left on the device"
     assert checkpoint.load(os.path.join(folder, "last.pt"), training=True)["epoch"] == 1
-    assert checkpoint.load(os.path.join(folder, "best.pt"))["meta"]["epoch"] == 1  # not written after the failure
+    # best.pt is written first: last.pt never holds an epoch whose best.pt is missing (a resume finds it).
+    assert checkpoint.load(os.path.join(folder, "best.pt"))["meta"]["epoch"] == (1 if full == "best.pt" else 2)
     assert [r["epoch"] for r in fileio.read_csv(os.path.join(folder, "log.csv"))] == ["1"]
     assert sorted(os.listdir(folder)) == ["best.pt", "last.pt", "log.csv"]  # no temporary file left
 
@@ -388,8 +393,10 @@ def test_prepare_refuses_a_run_folder_and_overwrite_removes_only_run_files(tmp_p
     runs.prepare(run_args(folder), "p2_train.py").close()  # an empty or new folder is fine
     for name in ("last.pt", "best.pt", "log.csv", "args.json", "curves.png"):
         (folder / name).write_text("x")
-    (folder / "snapshots").mkdir()
+    (folder / "snapshots" / "report").mkdir(parents=True)
     (folder / "snapshots" / "0010_epoch1.png").write_text("x")
+    (folder / "snapshots" / "report" / "fig.png").write_text("mine")
+    (folder / "snapshots" / "notes.txt").write_text("mine")
     (folder / "my notes.txt").write_text("keep me")
     with pytest.raises(cli.UserError) as e:
         runs.prepare(run_args(folder), "p2_train.py")
@@ -399,10 +406,46 @@ def test_prepare_refuses_a_run_folder_and_overwrite_removes_only_run_files(tmp_p
     runs.prepare(run_args(folder, resume=str(folder / "last.pt")), "p2_train.py").close()  # resuming here is fine
     assert (folder / "last.pt").exists()
     runs.prepare(run_args(folder, overwrite=True), "p2_train.py").close()
-    assert sorted(os.listdir(folder)) == [".lock", "my notes.txt"]
+    assert sorted(os.listdir(folder)) == [".lock", "my notes.txt", "snapshots"]
+    assert sorted(os.listdir(folder / "snapshots")) == ["notes.txt", "report"]  # the user's files survive
     (tmp_path / "file").write_text("x")
     with pytest.raises(cli.UserError, match="exists and is not a folder"):
         runs.prepare(run_args(tmp_path / "file"), "p2_train.py")
+
+
+def test_overwrite_of_a_p1_run_keeps_a_users_snapshots_folder(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("last.pt", "best.pt", "log.csv", "args.json", "curves.png", "confusion_matrix.png"):
+        (folder / name).write_text("x")
+    (folder / "snapshots" / "report").mkdir(parents=True)
+    (folder / "snapshots" / "report" / "fig.png").write_text("mine")
+    (folder / "snapshots" / "0010_epoch1.png").write_text("mine too: P1 writes no snapshots")
+    runs.prepare(run_args(folder, overwrite=True), "p1_train.py").close()
+    assert sorted(os.listdir(folder)) == [".lock", "snapshots"]
+    assert sorted(os.listdir(folder / "snapshots")) == ["0010_epoch1.png", "report"]
+
+
+def test_a_folder_whose_run_finished_no_epoch_is_started_again(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "args.json").write_text("{}")  # stopped during epoch 1
+    runs.prepare(run_args(folder), "p2_train.py").close()
+    assert "finished no epoch; starting it again" in capsys.readouterr().err
+    assert not (folder / "args.json").exists()
+    (folder / "log.csv").write_text("epoch\n1\n")  # files of a run, but no last.pt to continue from
+    with pytest.raises(cli.UserError) as e:
+        runs.prepare(run_args(folder), "p2_train.py")
+    assert "no last.pt" in str(e.value) and "--resume" not in str(e.value) and "--overwrite" in str(e.value)
+    assert "the same command starts the run again" in runs.saved_note(str(folder), 0, "p2_train.py")
+
+
+def test_output_dir_inside_the_data_folder_is_refused(tmp_path):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    with pytest.raises(cli.UserError, match="is inside --data-path"):
+        runs.prepare(run_args(tmp_path / "data" / "run", data_path=str(tmp_path / "data")), "p2_train.py")
+    assert not (tmp_path / "data" / "run").exists()
+    runs.prepare(run_args(tmp_path / "run", data_path=str(tmp_path / "data")), "p2_train.py").close()
 
 
 def test_second_lock_from_another_process_fails_at_once(tmp_path):
@@ -420,6 +463,107 @@ def test_second_lock_from_another_process_fails_at_once(tmp_path):
         proc.kill()
         proc.wait()
     runs.lock_folder(str(tmp_path)).close()  # the kernel released the holder's lock
+
+
+def test_lock_dies_with_its_process_not_with_its_forked_workers(tmp_path):
+    # A run whose DataLoader workers (forked children) outlive a SIGKILL by seconds: the folder is free at once.
+    holder = ("import os, sys, time\nfrom core.runs import lock_folder\nlock = lock_folder(sys.argv[1])\n"
+              "if os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\nprint('locked', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        proc.kill()
+        proc.wait()
+        runs.lock_folder(str(tmp_path)).close()  # the forked child still runs, and holds no lock
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def stop_run(tmp_path, body):
+    """Run ``body(run)`` inside a ``runs.Run`` on a fresh folder; returns the exception it ends with."""
+    args = argparse.Namespace(output_dir=str(tmp_path / "run"), resume="", overwrite=False, data_path="")
+    with pytest.raises((cli.Interrupted, cli.UserError)) as e:
+        with runs.Run(args, "p2_train.py", saved_epoch=3) as run:
+            body(run)
+    return e.value
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT])
+def test_scheduler_signals_stop_a_run_as_ctrl_c_does(tmp_path, signum):
+    before = signal.getsignal(signum)
+
+    def body(run):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler raises here
+        raise AssertionError("the signal did not stop the run")
+
+    e = stop_run(tmp_path, body)
+    assert isinstance(e, cli.Interrupted) and e.exit_code == 128 + signum
+    assert f"holds epoch 3; continue with: python p2_train.py --resume {tmp_path / 'run' / 'last.pt'}" in str(e)
+    assert (f"stopped by {signal.Signals(signum).name}" in str(e)) == (signum != signal.SIGINT)
+    assert signal.getsignal(signum) is before  # restored
+
+
+def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path, capsys):
+    model = classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def body(run):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except runs.Stopped:
+            pass  # as when the signal lands in a __del__ (a DataLoader iterator's): Python ignores the exception
+        log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
+        run.save_epoch(inference_ckpt(model), log, {"epoch": 4}, time.perf_counter(), optimizer=optimizer,
+                       lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5, is_best=True,
+                       line="epoch 4: val 0.5 (best)")
+        raise AssertionError("the run went on")
+
+    e = stop_run(tmp_path, body)
+    assert isinstance(e, cli.Interrupted) and e.exit_code == 143 and "holds epoch 4" in str(e)
+    assert "epoch 4: val 0.5 (best)" in capsys.readouterr().out  # the epoch's files were finished first
+    assert checkpoint.load(str(tmp_path / "run" / "last.pt"), training=True)["epoch"] == 4
+
+
+def test_a_signal_the_job_ignores_stays_ignored(tmp_path):
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+    try:
+        args = argparse.Namespace(output_dir=str(tmp_path / "run"), resume="", overwrite=False, data_path="")
+        with runs.Run(args, "p2_train.py"):
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.1)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_full_disk_never_claims_a_best_pt_that_was_not_written(tmp_path, monkeypatch, capsys):
+    model = classifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith("best.pt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    def body(run):
+        monkeypatch.setattr(os, "replace", full_disk)
+        log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
+        run.save_epoch(inference_ckpt(model), log, {"epoch": 1}, time.perf_counter(), optimizer=optimizer,
+                       lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5, is_best=True,
+                       line="epoch 4: val 0.5 (best)")
+        run.writer.wait()
+
+    e = stop_run(tmp_path, body)
+    monkeypatch.undo()
+    best = tmp_path / "run" / "best.pt"
+    assert isinstance(e, cli.UserError) and str(e).startswith(f"training stopped: {best}: no space left on the device")
+    assert "holds epoch 3" in str(e)  # the epoch before: epoch 4's last.pt was not written either
+    assert "(best)" not in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "run")) == [".lock"]
 
 
 def test_check_resume_refuses_changed_settings():
@@ -536,11 +680,36 @@ def test_parse_args_resumes_with_the_runs_settings_and_refuses_a_changed_flag(tm
     ckpt["args"] = {**vars(recipe_parser().parse_args([])), **ckpt["args"]}
     path = str(tmp_path / "last.pt")
     checkpoint.save(ckpt, path)
+    (tmp_path / "best.pt").write_text("x")
+    (tmp_path / "log.csv").write_text("epoch\n1\n")
     args, loaded = runs.parse_args(recipe_parser(), ["--resume", path, "--workers", "3"], "p1")
     assert (args.epochs, args.lr, args.workers) == (3, 0.1, 3) and loaded["epoch"] == ckpt["epoch"]
+    assert args.output_dir == str(tmp_path)  # a resumed run continues in its own folder
     assert runs.parse_args(recipe_parser(), ["--lr", "0.3"], "p1")[1] is None  # no --resume: a new run
     with pytest.raises(cli.UserError, match="--lr 0.3"):
         runs.parse_args(recipe_parser(), ["--resume", path, "--lr", "0.3"], "p1")
+
+
+def test_resume_continues_only_in_its_own_folder_with_its_best_pt(tmp_path, monkeypatch):
+    ckpt = training_ckpt(classifier(), epochs=3, lr=0.1, recipe="small", lr_schedule="none")
+    ckpt["args"] = {**vars(recipe_parser().parse_args([])), **ckpt["args"]}
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint.save(ckpt, str(run / "last.pt"))
+    (run / "best.pt").write_text("x")
+    (run / "log.csv").write_text("epoch\n1\n")
+    with pytest.raises(cli.UserError, match="--output-dir .*other: a resumed run continues in its own folder"):
+        runs.parse_args(recipe_parser(), ["--resume", str(run / "last.pt"), "--output-dir", str(tmp_path / "other")],
+                        "p1")
+    assert runs.parse_args(recipe_parser(), ["--resume", str(run / "last.pt"), "--output-dir", str(run)], "p1")
+    copied = tmp_path / "elsewhere"
+    copied.mkdir()
+    shutil.copy(run / "last.pt", copied / "last.pt")
+    with pytest.raises(cli.UserError, match="lacks the run's best.pt and log.csv"):
+        runs.parse_args(recipe_parser(), ["--resume", str(copied / "last.pt")], "p1")
+    monkeypatch.chdir(run)  # cd runs/x && python ../../p1_train.py --resume last.pt
+    args, _ = runs.parse_args(recipe_parser(), ["--resume", "last.pt"], "p1")
+    assert args.output_dir == "."
 
 
 # --------------------------------------------------------------------------- datasets.stats

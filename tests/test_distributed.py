@@ -166,3 +166,27 @@ def test_p1_two_processes_resume_and_metric_equals_single_process_evaluation(syn
     best_cm, best = evaluate_checkpoint(out / "best.pt", "p1", val)
     assert f"best val_acc {best_cm.accuracy():.4f} at epoch {best['meta']['epoch']}" in r.stdout
     assert best_cm.accuracy() == pytest.approx(best["meta"]["val_acc"], abs=1e-12)
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_torchrun_cpu_sync_bn_refused_up_front_and_said_by_rank_0_only(tmp_path, rank):
+    env = {**os.environ, "RANK": rank, "WORLD_SIZE": "2", "LOCAL_RANK": rank, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(tmp_path / "nowhere"),
+                        "--output-dir", str(tmp_path / "run"), "--device", "cpu", "--sync-bn"], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    expected = "error: --sync-bn: SyncBatchNorm runs on CUDA only; drop it for a run on the CPU\n"
+    assert r.stderr == (expected if rank == "0" else "")
+    assert not (tmp_path / "run").exists()
+
+
+def test_only_rank_0_prints_the_interrupt_message(monkeypatch, capsys):
+    from core import cli
+
+    def stopped(argv):
+        raise cli.Interrupted("runs/x/last.pt holds epoch 2", exit_code=143)
+
+    monkeypatch.setenv("RANK", "1")
+    assert cli.run(stopped) == 143 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert cli.run(stopped) == 143 and "interrupted: runs/x/last.pt holds epoch 2" in capsys.readouterr().err

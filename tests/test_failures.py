@@ -80,3 +80,75 @@ def test_no_cache_truncated_image_found_mid_training_is_a_clear_error(synthetic_
     sat.write_bytes(sat.read_bytes()[:3000])  # the header reads; decoding fails
     r = subprocess.run(train_cmd(data, tmp_path / "run", 1, "--no-cache"), capture_output=True, text=True)
     assert r.returncode == 1 and "0004_sat.jpg: not a readable image" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- scheduler signals, requeue, paths
+
+def p1_cmd(data, *extra):
+    return [sys.executable, os.path.join(ROOT, "p1_train.py"), "--data-path", str(data), "--width", "16",
+            "--img-size", "32", "--batch-size", "25", "--lr-schedule", "none", "--device", "cpu", *extra]
+
+
+def wait_for(path, proc, seconds=240):
+    deadline = time.time() + seconds
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), "the run ended before writing " + str(path)
+
+
+def test_sigterm_to_the_job_stops_like_ctrl_c_and_says_how_to_resume(synthetic_data, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(synthetic_data, out, 50, "--img-size", "64", "--workers", "1"),
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(out / "log.csv", proc)
+    os.killpg(proc.pid, signal.SIGTERM)  # as SLURM does at a time limit: every process of the job
+    _, err = proc.communicate(timeout=120)
+    saved = checkpoint.load(str(out / "last.pt"), "p2", training=True)["epoch"]
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert f"interrupted: stopped by SIGTERM; {out / 'last.pt'} holds epoch {saved}; continue with: python " in err
+    assert f"--resume {out / 'last.pt'}" in err and err.count("interrupted") == 1 and "error" not in err
+
+
+def test_sigkill_with_loader_workers_then_immediate_resume_is_not_refused(synthetic_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = p1_cmd(synthetic_data / "p1_data", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"))
+    proc = subprocess.Popen(cmd + ["--epochs", "30", "--workers", "2"], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(out / "last.pt", proc)
+    time.sleep(0.5)  # the workers of the next epoch are running
+    proc.kill()
+    proc.wait()
+    saved = checkpoint.load(str(out / "last.pt"), "p1", training=True)["epoch"]
+    r = subprocess.run(cmd + ["--resume", str(out / "last.pt"), "--epochs", str(saved + 1), "--workers", "0"],
+                       env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert checkpoint.load(str(out / "last.pt"), "p1", training=True)["epoch"] == saved + 1
+
+
+def test_resume_from_inside_the_run_folder_keeps_the_runs_own_normalisation(synthetic_data, tmp_path):
+    shutil.copytree(synthetic_data / "p1_data", tmp_path / "a")
+    shutil.copytree(synthetic_data / "p1_data", tmp_path / "b")
+    for path in (tmp_path / "b" / "train_50").iterdir():  # other data: every training image darker
+        Image.fromarray(np.asarray(Image.open(path)) // 4).save(path)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.run(p1_cmd("a", "--output-dir", "run", "--epochs", "1", "--workers", "0"), cwd=tmp_path,
+                           env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    before = checkpoint.load(str(tmp_path / "run" / "last.pt"), "p1", training=True)["preprocess"]
+    # cd runs/x && python ../../p1_train.py --resume last.pt: relative paths from inside the run folder
+    r = subprocess.run([sys.executable, os.path.relpath(os.path.join(ROOT, "p1_train.py"), tmp_path / "run"),
+                        "--resume", "last.pt", "--epochs", "2", "--data-path", "../b"], cwd=tmp_path / "run",
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    after = checkpoint.load(str(tmp_path / "run" / "last.pt"), "p1", training=True)
+    assert after["epoch"] == 2 and after["preprocess"] == before
+    assert log_epochs(tmp_path / "run") == ["1", "2"] and not (tmp_path / "run" / ".cache").exists()
+
+
+def test_a_size_the_machine_cannot_hold_is_refused_before_allocating(synthetic_data, tmp_path):
+    r = subprocess.run(train_cmd(synthetic_data, tmp_path / "run", 1, "--img-size", "100000"), capture_output=True,
+                       text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "error: --batch-size 2 --width 16 on 100000x100000 inputs: one training step needs at least" in r.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -84,10 +84,12 @@ def test_resume_continues_from_saved_epoch(trained, p1_data, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--data-path", "nowhere"], "nowhere/train_50: no such folder"),
+    (["--data-path", "nowhere", "--width", "16", "--img-size", "32"], "nowhere/train_50: no such folder"),
     (["--batch-size", "1"], "--batch-size 1"),
     (["--img-size", "16"], "--img-size 16: img_size=16 is too small"),
     (["--label-smoothing", "1"], "--label-smoothing: expected a number in [0, 0.99]"),
+    (["--img-size", "4000", "--device", "cpu"], "--img-size 4000 --batch-size 128 --width 1: one training step needs"),
+    (["--img-size", "100000"], "--img-size 100000 --batch-size 128 --width 1: one training step needs"),
 ])
 def test_training_errors_are_one_line(tmp_path, flags, message):
     r = run_script(sys.executable, os.path.join(ROOT, "p1_train.py"), "--data-path", str(tmp_path / "nowhere"),

@@ -95,6 +95,10 @@ def test_recipe_help_shows_the_recipes_values():
     (["--epochs", "10"], "--snapshot-epochs 1,20,40: epoch(s) 20,40 are after --epochs 10"),
     (["--recipe", "improved", "--img-size", "256"], "fcn8s trains on 512x512 inputs only"),
     (["--width", "16"], "--width 16 pass --pretrained none"),
+    (["--class-weights", "nan,1,1,1,1,1,1"], "7 comma-separated finite"),
+    (["--class-weights", "1,inf,1,1,1,1,1"], "7 comma-separated finite"),
+    (["--img-size", "1"], "--img-size 1: crops smaller than 32x32"),
+    (["--recipe", "improved", "--focal-gamma", "1e6"], "--focal-gamma 1e+06: (1 - p)^gamma vanishes"),
 ])
 def test_argument_errors_are_one_line_before_any_data_is_read(tmp_path, flags, message):
     cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(tmp_path / "nowhere"),
