@@ -52,6 +52,33 @@ def native_window(model, window=None):
     return fixed or window or DEFAULT_WINDOW
 
 
+def window_bytes(model, window):
+    """An estimate of the memory one ``window`` x ``window`` window takes in a forward pass:
+    the widest early activation (the first conv's output, at its padded size: FCN32s pads
+    by 100) held about three times (input, conv output, the next conv's output), float32.
+    A lower bound of the true peak, used to refuse a window that cannot fit before any
+    allocation (a 100000 window would need about 7 TB)."""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is None:
+        return 3 * 4 * 3 * window * window
+    pad = conv.padding[0] if isinstance(conv.padding, tuple) else 0
+    return 3 * 4 * conv.out_channels * (window + 2 * pad) ** 2
+
+
+def available_bytes(device):
+    """Free memory of ``device`` in bytes (CUDA: ``mem_get_info``; CPU: ``MemAvailable``), or
+    None where it cannot be read."""
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0]
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return None
+
+
 def window_starts(length, window, overlap):
     """Start offsets of the windows covering ``0..length`` (``length >= window``): evenly
     spaced from 0 to ``length - window``, neighbours overlapping by >= ``overlap * window``."""

@@ -5,6 +5,7 @@ than a DeepGlobe original of 2448 x 2448 or a 14000 x 14000 mosaic); a larger im
 with a ``DataError`` naming it before any pixel is decoded.
 """
 import os
+import stat
 import sys
 import warnings
 
@@ -30,10 +31,18 @@ def format_problems(header, problems, limit=20):
     return "\n".join(lines)
 
 
+def is_macos_metadata(name):
+    """``._<name>`` (AppleDouble resource forks) and ``__MACOSX`` (their folder), which a zip
+    made on macOS carries beside every file: never images."""
+    return name.startswith("._") or name == "__MACOSX"
+
+
 def list_dir(folder):
-    """Sorted names of the plain files of ``folder``, and of its dangling symbolic links (so that
-    a broken link is reported by name rather than silently skipped); DataError if the folder is
-    missing or not a folder."""
+    """Sorted names of the entries of ``folder`` that may be inputs: plain files, dangling
+    symbolic links, and anything else named like an image (a folder, FIFO, socket or device
+    called ``x.png``), so that ``read_rgb`` reports such an entry by name rather than it being
+    silently skipped. Other sub-folders are left out; macOS metadata (``._*``, ``__MACOSX/``)
+    is left out with one warning. DataError if the folder is missing or not a folder."""
     if not folder:
         raise DataError("empty folder name")
     if not os.path.exists(folder):
@@ -44,8 +53,13 @@ def list_dir(folder):
         names = os.listdir(folder)
     except OSError as e:
         raise DataError(f"{folder}: cannot list ({e.strerror})") from None
-    paths = {n: os.path.join(folder, n) for n in names}
-    return sorted(n for n, p in paths.items() if os.path.isfile(p) or (os.path.islink(p) and not os.path.exists(p)))
+    mac = sorted(n for n in names if is_macos_metadata(n))
+    if mac:
+        print(f"warning: {folder}: ignoring {len(mac)} macOS metadata entr{'y' if len(mac) == 1 else 'ies'} "
+              f"(._* files, __MACOSX/; not images): {', '.join(mac[:3])}{' ...' if len(mac) > 3 else ''}",
+              file=sys.stderr)
+    return sorted(n for n in names if not is_macos_metadata(n) and (
+        not os.path.isdir(os.path.join(folder, n)) or n.lower().endswith(IMAGE_EXTS)))
 
 
 def warn_ignored(folder, names):
@@ -64,8 +78,25 @@ def _unreadable(path, e):
     return DataError(f"{path}: not a readable image ({reason})")
 
 
+def _not_a_file(path):
+    """The kind of ``path`` when it exists but is not a regular file (after links), else None.
+    Opening a FIFO would block forever, so this is checked before any ``open``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or a dangling link: open() reports it
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def _open(path):
     """``Image.open`` with the size guard; the caller closes the image."""
+    kind = _not_a_file(path)
+    if kind:
+        raise DataError(f"{path}: not a readable image ({kind}, not a file)")
     with warnings.catch_warnings():  # between MAX_PIXELS and 2x PIL only warns; refused below
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(path)
