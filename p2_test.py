@@ -208,7 +208,7 @@ def check_window(window, model, batch_size, device):
                             "training tile)")
     raise cli.UserError(f"--batch-size {batch_size}: {batch_size} windows of {window}x{window} need at least "
                         f"{per_window * batch_size / gib:.1f} GiB, more than the {free / gib:.1f} GiB free on "
-                        f"{device}; use --batch-size {free // per_window} or less")
+                        f"{device}; use --batch-size {free // per_window} at most")
 
 
 def check_gt(gt_dir, ids):

@@ -30,9 +30,7 @@ def temporary_name(folder, suffix=""):
 def naming(e, path):
     """``e`` (an OSError) as one naming ``path``: a failed write, fsync or rename of a temporary
     file reports the user's file, not the temporary name (or no name at all)."""
-    if e.errno is None:
-        return OSError(f"{path}: {e}")
-    return OSError(e.errno, e.strerror, path)  # the subclass of the errno (FileNotFoundError, ...)
+    return OSError(e.errno, e.strerror or str(e), path)  # the subclass of the errno (FileNotFoundError, ...)
 
 
 @contextlib.contextmanager

@@ -53,16 +53,15 @@ def native_window(model, window=None):
 
 
 def window_bytes(model, window):
-    """An estimate of the memory one ``window`` x ``window`` window takes in a forward pass:
-    the widest early activation (the first conv's output, at its padded size: FCN32s pads
-    by 100) held about three times (input, conv output, the next conv's output), float32.
-    A lower bound of the true peak, used to refuse a window that cannot fit before any
-    allocation (a 100000 window would need about 7 TB)."""
-    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    if conv is None:
-        return 3 * 4 * 3 * window * window
-    pad = conv.padding[0] if isinstance(conv.padding, tuple) else 0
-    return 3 * 4 * conv.out_channels * (window + 2 * pad) ** 2
+    """An estimate (a lower bound) of the memory one ``window`` x ``window`` window takes:
+    the widest early activation (the first conv's output at its padded size: FCN32s pads by
+    100) held about three times, float32; the uint8 and float32 input; and the canvas row
+    buffer of (K + 1) x window x window float32 (K: the last layer's outputs). Used to refuse
+    a window that cannot fit before any allocation (a 20000 window needs tens of GB)."""
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    first_channels, pad = (convs[0].out_channels, convs[0].padding[0]) if convs else (3, 0)
+    classes = convs[-1].out_channels if convs else 7
+    return 4 * (3 * first_channels * (window + 2 * pad) ** 2 + (classes + 1) * window ** 2) + 15 * window ** 2
 
 
 def available_bytes(device):

@@ -36,11 +36,21 @@ def fingerprint(root, names, tag):
     return h.hexdigest()[:20]
 
 
+class _Chunks:
+    """A file seen by ``np.save`` as a plain writer: it then writes in chunks with ``write``,
+    whose full-disk error carries ``errno`` (``ndarray.tofile`` raises a bare OSError)."""
+
+    def __init__(self, f):
+        self.write = f.write
+
+
 def _atomic_save(path, arr):
     tmp = temporary_name(os.path.dirname(path), ".npy")
     with removed_on_error(tmp, path):
         with open(tmp, "xb") as f:
-            np.save(f, arr)
+            np.save(_Chunks(f), arr)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
 
 

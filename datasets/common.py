@@ -4,6 +4,7 @@ Large scenes: PIL's decompression-bomb guard is set to ``MAX_PIXELS`` (20000 x 2
 than a DeepGlobe original of 2448 x 2448 or a 14000 x 14000 mosaic); a larger image is refused
 with a ``DataError`` naming it before any pixel is decoded.
 """
+import functools
 import os
 import stat
 import sys
@@ -24,8 +25,15 @@ class DataError(ValueError):
     """Bad input data; the message names every offending file and what is wrong with it."""
 
 
+def one_line(text):
+    """``text`` with control characters (a newline in a file name) escaped, so that each
+    problem stays on one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def format_problems(header, problems, limit=20):
-    lines = [header] + [f"  {p}" for p in problems[:limit]]
+    """A header line and one indented line per problem (at most ``limit``)."""
+    lines = [one_line(header)] + [f"  {one_line(p)}" for p in problems[:limit]]
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(lines)
@@ -35,6 +43,14 @@ def is_macos_metadata(name):
     """``._<name>`` (AppleDouble resource forks) and ``__MACOSX`` (their folder), which a zip
     made on macOS carries beside every file: never images."""
     return name.startswith("._") or name == "__MACOSX"
+
+
+@functools.cache
+def _warn_macos(real, folder, names):
+    """One warning per folder and process, however often the folder is listed."""
+    print(f"warning: {folder}: ignoring {len(names)} macOS metadata entr{'y' if len(names) == 1 else 'ies'} "
+          f"(._* files, __MACOSX/; not images): {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}",
+          file=sys.stderr)
 
 
 def list_dir(folder):
@@ -53,11 +69,9 @@ def list_dir(folder):
         names = os.listdir(folder)
     except OSError as e:
         raise DataError(f"{folder}: cannot list ({e.strerror})") from None
-    mac = sorted(n for n in names if is_macos_metadata(n))
+    mac = tuple(sorted(n for n in names if is_macos_metadata(n)))
     if mac:
-        print(f"warning: {folder}: ignoring {len(mac)} macOS metadata entr{'y' if len(mac) == 1 else 'ies'} "
-              f"(._* files, __MACOSX/; not images): {', '.join(mac[:3])}{' ...' if len(mac) > 3 else ''}",
-              file=sys.stderr)
+        _warn_macos(os.path.realpath(folder), folder, mac)
     return sorted(n for n in names if not is_macos_metadata(n) and (
         not os.path.isdir(os.path.join(folder, n)) or n.lower().endswith(IMAGE_EXTS)))
 
