@@ -17,6 +17,12 @@ checkpoint was validated in during training, so the masks score what the trainin
 ``--precision bf16`` runs bf16 autocast with channels_last, faster on a CPU with bf16
 arithmetic (the README's Performance section measures both).
 
+Images are ``<id>_sat.jpg``, also ``.jpeg`` and in any letter case (``<id>_sat.JPG``); two
+images of one id are refused. macOS metadata from a zip (``._*``, ``__MACOSX/``) is ignored with
+one warning. ``--gt`` is never the output folder (the masks would score 1.0 against
+themselves). ``--window`` is at most 20000 and its batch must fit in the device's free memory
+(``core.sliding_window.window_bytes``, a lower bound): refused before anything is allocated.
+
 The output folder is never the image folder (compared after resolving links), and a file
 this script did not write is never replaced: ``.p2_test.json`` in the output folder lists the
 masks it wrote (name, size, mtime, inode), so running a command again replaces its own masks, while
@@ -24,9 +30,15 @@ any other existing ``<id>_mask.png`` (e.g. ground truth) is refused unless ``--o
 Other files are left alone, with a warning. Each PNG is written to a temporary name and
 renamed, so an interrupted run leaves no truncated mask.
 
-An image that cannot be read (empty, truncated, not an image, a dangling link, larger than
-20000x20000) is named and skipped: every other mask is still written, and the exit status is
-1. Exit status: 0 every mask written; 1 an error, one line naming the file or flag; 130 Ctrl-C.
+A mask that cannot be written (its name over the file-name limit, a folder in its place) is
+named and the others are still written, exit 1. A full, read-only or failing disk stops the
+run with one line naming the mask and how many were written; running the same command
+again, once there is space, finishes (the masks already written are this script's own).
+
+An image that cannot be read (empty, truncated, not an image, a dangling link, a folder, FIFO
+or socket named like an image, larger than 20000x20000) is named and skipped: every other mask
+is still written, and the exit status is 1. Exit status: 0 every mask written; 1 an error,
+one line naming the file or flag; 130 Ctrl-C.
 """
 import argparse
 import errno
@@ -302,7 +314,8 @@ def get_args_parser(add_help=True):
                    help="replace existing <id>_mask.png files that this script did not write")
     p.add_argument("--gt", default="", help="folder of <id>_mask.png ground truth: also print the grader's mIoU")
     p.add_argument("--window", type=cli.positive_int, default=None,
-                   help="sliding-window side; None: the model's input size (FCN8s takes only 512), else 512")
+                   help="sliding-window side, at most 20000; None: the model's input size (FCN8s takes only 512), "
+                        "else 512. A window whose --batch-size windows cannot fit in free memory is refused")
     p.add_argument("--overlap", type=cli.open_fraction, default=0.25,
                    help="least overlap of neighbouring windows, a fraction of the window (images larger than it)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="gaussian", help="blending of overlapping windows")

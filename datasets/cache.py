@@ -104,14 +104,6 @@ def _older_than(path, seconds):
         return False
 
 
-def _remove_entry(prefix):
-    folder, base = os.path.split(prefix)
-    for name in os.listdir(folder):
-        if name.startswith(base + "."):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, name))
-
-
 def cached_arrays(cache_dir, root, names, tag, build):
     """Return ``{name: array}`` for ``root``'s files, from cache or via ``build() -> {name: array}``.
 
@@ -126,20 +118,24 @@ def cached_arrays(cache_dir, root, names, tag, build):
             return _load(prefix)
         except ValueError as e:
             print(f"warning: damaged decoded-image cache entry for {root}: {e}; building it again", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                os.remove(meta_path)  # the entry is incomplete until it is written again
     arrays = build()
+    written = []
     try:
         os.makedirs(cache_dir, exist_ok=True)
         _remove_leftovers(cache_dir, tag, key)
-        _remove_entry(prefix)  # a damaged entry, or the pieces of an interrupted build
-        for k, arr in arrays.items():
-            _atomic_save(f"{prefix}.{k}.npy", arr)
+        for k, arr in arrays.items():  # replaces the pieces of a damaged entry or an interrupted build
+            written.append(f"{prefix}.{k}.npy")
+            _atomic_save(written[-1], arr)
         fields = {k: {"shape": list(arr.shape), "dtype": str(arr.dtype)} for k, arr in arrays.items()}
         # the record is written last: it marks the entry complete
         _atomic_json(meta_path, {"root": os.path.abspath(root), "n": len(names), "fields": fields})
         return _load(prefix)
     except (OSError, ValueError) as e:
-        with contextlib.suppress(OSError):
-            _remove_entry(prefix)
+        for path in written:  # the disk is full: free what this build took
+            with contextlib.suppress(OSError):
+                os.remove(path)
         if isinstance(e, OSError) and e.filename is None:
             e = naming(e, cache_dir)
         print(f"warning: --cache-dir {cache_dir}: cannot write the decoded-image cache ({error_message(e)}); "

@@ -1,5 +1,9 @@
 """Image files: listing a folder and decoding one image, with errors that name the file.
 
+An entry named like an image that is not a regular file (a folder, FIFO, socket, device) is
+listed and then refused by name before it is opened (opening a FIFO would block forever);
+macOS metadata from a zip (``._*``, ``__MACOSX/``) is never listed, with one warning per folder.
+
 Large scenes: PIL's decompression-bomb guard is set to ``MAX_PIXELS`` (20000 x 20000, more
 than a DeepGlobe original of 2448 x 2448 or a 14000 x 14000 mosaic); a larger image is refused
 with a ``DataError`` naming it before any pixel is decoded.

@@ -58,6 +58,8 @@ def test_p2_refuses_gt_that_is_the_output_folder(ckpt, tmp_path, capsys):
     assert {n: (out / n).stat().st_mtime_ns for n in os.listdir(out)} == before
     code, out_text, err = p2(images, tmp_path / "out2", ckpt, capsys, "--gt", str(out))  # predictions as "truth"
     assert code == 0 and "written by p2_test.py (predictions, not ground truth)" in err
+    code, _, err = run_main("mean_iou_evaluate", ["-g", str(out), "-p", str(tmp_path / "out2")], capsys)
+    assert "-g" in err and "written by p2_test.py (predictions, not ground truth)" in err
 
 
 def test_p2_long_names_fit_and_a_name_too_long_costs_only_itself(ckpt, tmp_path, capsys):
@@ -162,6 +164,9 @@ def test_p2_predicts_sat_jpg_in_any_case_and_jpeg(ckpt, tmp_path, capsys):
     code, _, err = p2(images, tmp_path / "out", ckpt, capsys)
     assert code == 0 and sorted(os.listdir(tmp_path / "out")) == [
         ".p2_test.json", "a_mask.png", "b_mask.png", "c_mask.png"]
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(images / "a_mask.png")  # training reads them too
+    tiles = P2Tiles(str(images), require_masks=False, progress=False)
+    assert tiles.ids == ["a", "b", "c"] and tiles.image_paths[0] == str(images / "a_sat.JPG")
     image(images / "a_sat.jpg", size=(40, 48))  # two images for one mask name
     code, _, err = p2(images, tmp_path / "out2", ckpt, capsys)
     assert code == 1 and "a second image of id 'a'" in err and not (tmp_path / "out2").exists()
