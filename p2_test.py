@@ -300,8 +300,8 @@ def main(argv=None):
     if cm is not None:
         print(cm.grader_report())
     if errors:
-        raise DataError(format_problems(f"{len(errors)} image(s) could not be predicted (every other mask was "
-                                        "written):", errors))
+        raise DataError(format_problems(f"{len(errors)} image(s) could not be predicted or their mask written "
+                                        "(every other mask was written):", errors))
     return 0
 
 

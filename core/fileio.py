@@ -52,6 +52,8 @@ def atomic_write_bytes(path, data):
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # a file where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file is in the way)", folder) from None
     except OSError as e:
         raise naming(e, folder) from None
     if os.path.isdir(path):

@@ -226,6 +226,9 @@ def test_atomic_write_fits_any_name_and_errors_name_the_users_file(tmp_path, mon
     with pytest.raises(IsADirectoryError) as e:
         fileio.atomic_write_bytes(str(tmp_path), b"x")
     assert cli.error_message(e.value) == f"{tmp_path}: is a folder, not a file"
+    with pytest.raises(NotADirectoryError) as e:
+        fileio.atomic_write_bytes(str(name / "x.csv"), b"x")
+    assert cli.error_message(e.value) == f"{name}: not a folder (a file is in the way)"
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
