@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from core import cli, fileio
+from core.sliding_window import window_bytes
 from datasets import DataError, P1Images, P2Tiles, cache, parse_label
+from models import get_model
 from tests.test_grading import image, run_main, save_checkpoint, script_main
 
 
@@ -115,16 +117,25 @@ def test_p2_full_disk_names_the_mask_and_a_rerun_finishes(ckpt, tmp_path, capsys
 
 
 def test_p2_window_that_cannot_fit_is_refused_before_allocating(ckpt, tmp_path, capsys, monkeypatch):
-    images = folder(tmp_path / "v", ["0000"])
+    images = folder(tmp_path / "v", ["0000", "0001"])
     code, _, err = p2(images, tmp_path / "o", ckpt, capsys, "--window", "100000")
     assert code == 1 and err == ("error: --window 100000: at most 20000 (the largest image side read); larger "
                                  "images are predicted window by window anyway\n")
-    monkeypatch.setitem(script_main("p2_test").__globals__, "available_bytes", lambda device: 2 ** 30)
+    main_globals = script_main("p2_test").__globals__
+    monkeypatch.setitem(main_globals, "available_bytes", lambda device: 2 ** 30)
     code, _, err = p2(images, tmp_path / "o", ckpt, capsys, "--window", "16000")
     assert code == 1 and err.startswith("error: --window 16000: one window needs at least") and "1.0 GiB free" in err
-    code, _, err = p2(images, tmp_path / "o", ckpt, capsys, "--window", "2048", "--batch-size", "64")
-    assert code == 1 and err.startswith("error: --batch-size 64: 64 windows of 2048x2048 need") and err.count("\n") == 1
-    assert not (tmp_path / "o").exists()
+    assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+    # a batch that cannot fit is lowered to what fits (half the free memory, the estimate being a lower bound)
+    per_window = window_bytes(get_model("fcn32s", num_classes=7, width=16), 64)
+    monkeypatch.setitem(main_globals, "available_bytes", lambda device: 5 * per_window)
+    used = []
+    real_predict = main_globals["predict_masks"]
+    monkeypatch.setitem(main_globals, "predict_masks", lambda *a, **kw: used.append(kw["batch_size"]) or
+                        real_predict(*a, **kw))
+    code, _, err = p2(images, tmp_path / "o", ckpt, capsys, "--batch-size", "64")
+    assert code == 0 and used == [2] and err.startswith("warning: --batch-size 64: 64 windows of 64x64 need about")
+    assert err.rstrip().endswith("using 2") and len(os.listdir(tmp_path / "o")) == 3
 
 
 # ---------------------------------------------------------------- names and entries
