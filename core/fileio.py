@@ -82,7 +82,7 @@ def csv_bytes(header, rows):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    return buf.getvalue().encode()
+    return buf.getvalue().encode(errors="surrogateescape")  # a file name that is not UTF-8 keeps its bytes
 
 
 def write_csv(path, header, rows):
@@ -92,8 +92,9 @@ def write_csv(path, header, rows):
 
 def read_csv(path):
     """The rows of a CSV file as dicts of strings; a UTF-8 byte-order mark and CRLF line ends
-    (a CSV re-saved by a spreadsheet) read as the plain file would."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    (a CSV re-saved by a spreadsheet) read as the plain file would, and bytes that are not
+    UTF-8 (a file name in another encoding) as ``os.listdir`` names them."""
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         return list(csv.DictReader(f))
 
 

@@ -193,6 +193,19 @@ def test_p2_odd_file_names(ckpt, tmp_path, capsys):
     assert len(lines) == 2 and lines[1].startswith(f"  {images}/bad\\nname_sat.jpg: not a readable image")
 
 
+def test_p1_odd_file_names_get_their_rows(tmp_path, capsys):
+    ckpt = save_checkpoint(tmp_path / "p1.pt", "p1", "classifier", {"num_classes": 50, "width": 16, "img_size": 32})
+    images = tmp_path / "p1"
+    images.mkdir()
+    names = ["0_0.png", os.fsdecode(b"1_\xff.png"), "2_a\nb.png", '3_"q,.png', "-4_x.png", "٣_1.png"]
+    for k, name in enumerate(names):
+        image(images / name, size=(32, 32), seed=k)
+    code, _, err = run_main("p1_test", ["--checkpoint", str(ckpt), "--images", str(images), "--output",
+                                        str(tmp_path / "pred.csv"), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert sorted(r["image_id"] for r in fileio.read_csv(str(tmp_path / "pred.csv"))) == sorted(names)
+
+
 def test_unicode_digits_are_not_labels(tmp_path):
     assert parse_label("٣_1.png") is None and parse_label("²_1.png") is None and parse_label("03_1.png") == 3
     image(tmp_path / "²_1.png", size=(32, 32))
