@@ -8,6 +8,7 @@ Large scenes: PIL's decompression-bomb guard is set to ``MAX_PIXELS`` (20000 x 2
 than a DeepGlobe original of 2448 x 2448 or a 14000 x 14000 mosaic); a larger image is refused
 with a ``DataError`` naming it before any pixel is decoded.
 """
+import errno
 import functools
 import os
 import stat
@@ -88,6 +89,11 @@ def warn_ignored(folder, names):
 
 def _unreadable(path, e):
     if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return DataError(f"{path}: not a readable image (symbolic link loop through {os.readlink(path)})")
         return DataError(f"{path}: not a readable image (dangling symbolic link to {os.readlink(path)})")
     if isinstance(e, Image.DecompressionBombError):
         return DataError(f"{path}: not a readable image (more than {2 * MAX_PIXELS} pixels; at most "

@@ -81,12 +81,14 @@ def test_p2_entries_named_like_images_that_are_not_files(ckpt, tmp_path, capsys)
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(images / "sock_sat.jpg"))
     os.symlink(images / "gone", images / "link_sat.jpg")
+    os.symlink("loop_sat.jpg", images / "loop_sat.jpg")
     try:
         code, _, err = p2(images, out, ckpt, capsys)
     finally:
         sock.close()
     assert code == 1 and sorted(os.listdir(out)) == [".p2_test.json", "good_mask.png"]
-    for name, kind in (("dir", "a folder"), ("fifo", "a FIFO"), ("sock", "a socket"), ("link", "dangling")):
+    for name, kind in (("dir", "a folder"), ("fifo", "a FIFO"), ("sock", "a socket"), ("link", "dangling"),
+                       ("loop", "symbolic link loop")):
         assert f"{images / name}_sat.jpg: not a readable image ({kind}" in err
 
 
