@@ -325,3 +325,18 @@ def test_cache_that_cannot_be_written_is_skipped_and_leaves_nothing(p1_folder, t
     assert "no space left on the device); using the decoded arrays from memory" in err
     got = P1Images(str(p1_folder), cache_dir=str(cache_dir), progress=False).images  # space again: cached
     assert (got == want).all() and sorted(p.suffix for p in cache_dir.iterdir()) == [".json", ".npy"]
+
+
+def test_synthetic_data_on_a_full_disk_names_its_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    from datasets import synthetic
+
+    def full(folder, *a):
+        (tmp_path / os.path.basename(folder) / "part").write_bytes(b"x")  # mkdtemp made the folder
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(synthetic, "generate", full)
+    out = tmp_path / ("d" * 250)  # no room for "<out>.tmp<pid>"
+    with pytest.raises(SystemExit) as e:
+        synthetic.main(synthetic.get_args_parser().parse_args(["--out", str(out)]))
+    assert str(e.value) == f"error: {out}: cannot write the synthetic data (No space left on device)"
+    assert os.listdir(tmp_path) == []
