@@ -14,7 +14,11 @@ gray + alpha (2 channels).
 
 Differences from the course script, on purpose:
   * masks are paired by file name, not by sorted position; a name present on one side only
-    is an error that lists the names; ``-g`` and ``-p`` naming one folder is an error;
+    is an error that lists the names; ``-g`` and ``-p`` naming one folder is an error; a ``-g``
+    folder holding ``p2_test.py``'s record ``.p2_test.json`` (predictions) gets a warning;
+  * macOS metadata from a zip (``._*`` files, ``__MACOSX/``) is never a mask: ignored with one
+    warning; an entry named like a mask that is not a file (a folder, a FIFO) is an error
+    naming it, checked before it is opened;
   * a class absent from both ground truth and prediction is reported as absent and left out
     of the mean (the course script prints nan); when every scored class (0..5) is absent the
     mean is undefined: an error, exit 1;
@@ -54,6 +58,9 @@ def paired_masks(gt_dir, pred_dir, suffix=".png"):
     """Sorted names present in both folders; DataError naming every unpaired file."""
     if os.path.realpath(gt_dir) == os.path.realpath(pred_dir):
         raise DataError(f"-g {gt_dir} and -p {pred_dir} are one folder: every mask would be scored against itself")
+    if os.path.isfile(os.path.join(gt_dir, ".p2_test.json")):
+        print(f"warning: -g {gt_dir} holds .p2_test.json: its masks were written by p2_test.py (predictions, not "
+              "ground truth)", file=sys.stderr)
     gt = {n for n in list_dir(gt_dir) if n.endswith(suffix)}
     pred = {n for n in list_dir(pred_dir) if n.endswith(suffix)}
     if not gt:

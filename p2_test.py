@@ -17,6 +17,13 @@ checkpoint was validated in during training, so the masks score what the trainin
 ``--precision bf16`` runs bf16 autocast with channels_last, faster on a CPU with bf16
 arithmetic (the README's Performance section measures both).
 
+Images are ``<id>_sat.jpg``, also ``.jpeg`` and in any letter case (``<id>_sat.JPG``); two
+images of one id are refused. macOS metadata from a zip (``._*``, ``__MACOSX/``) is ignored with
+one warning. ``--gt`` is never the output folder (the masks would score 1.0 against
+themselves). ``--window`` is at most 20000, and a window that cannot fit in the device's free
+memory is refused before anything is allocated; ``--batch-size`` is lowered, with a warning,
+to what fits (``check_window``).
+
 The output folder is never the image folder (compared after resolving links), and a file
 this script did not write is never replaced: ``.p2_test.json`` in the output folder lists the
 masks it wrote (name, size, mtime, inode), so running a command again replaces its own masks, while
@@ -24,11 +31,18 @@ any other existing ``<id>_mask.png`` (e.g. ground truth) is refused unless ``--o
 Other files are left alone, with a warning. Each PNG is written to a temporary name and
 renamed, so an interrupted run leaves no truncated mask.
 
-An image that cannot be read (empty, truncated, not an image, a dangling link, larger than
-20000x20000) is named and skipped: every other mask is still written, and the exit status is
-1. Exit status: 0 every mask written; 1 an error, one line naming the file or flag; 130 Ctrl-C.
+A mask that cannot be written (its name over the file-name limit, a folder in its place) is
+named and the others are still written, exit 1. A full, read-only or failing disk stops the
+run with one line naming the mask and how many were written; running the same command
+again, once there is space, finishes (the masks already written are this script's own).
+
+An image that cannot be read (empty, truncated, not an image, a dangling link, a folder, FIFO
+or socket named like an image, larger than 20000x20000) is named and skipped: every other mask
+is still written, and the exit status is 1. Exit status: 0 every mask written; 1 an error,
+one line naming the file or flag; 130 Ctrl-C.
 """
 import argparse
+import errno
 import json
 import os
 import sys
@@ -44,13 +58,16 @@ from core.checkpoint import CheckpointError, load_model
 from core.fileio import atomic_write_bytes, write_json
 from core.metrics import ConfusionMatrix
 from core.runtime import inference_dtype, resolve_device
-from core.sliding_window import WEIGHTINGS, native_window, predict_masks
+from core.sliding_window import WEIGHTINGS, available_bytes, native_window, predict_masks, window_bytes
 from datasets import NUM_CLASSES, DataError, list_pairs, read_mask, read_rgb
-from datasets.common import format_problems, list_dir
+from datasets.common import MAX_SIDE, format_problems, list_dir
 from datasets.masks import encode_png
-from datasets.p2 import MASK_SUFFIX, SAT_SUFFIX
+from datasets.p2 import MASK_SUFFIX
 
 MARKER = ".p2_test.json"
+# A write that fails with one of these fails for every later mask too: stop. Any other error
+# (a name too long for the file system, a folder where the mask goes) costs that mask only.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 class Images(Dataset):
@@ -117,6 +134,9 @@ class OutputFolder:
         return [st.st_size, st.st_mtime_ns, st.st_ino]
 
     def _read_marker(self):
+        if os.path.lexists(self.marker) and not os.path.isfile(self.marker):  # a FIFO would block open()
+            print(f"warning: {self.marker}: not a file; the masks already there count as foreign", file=sys.stderr)
+            return {}
         try:
             with open(self.marker) as f:
                 masks = json.load(f)["masks"]
@@ -149,10 +169,17 @@ class OutputFolder:
         self._save(records)
 
 
-def write_mask(folder, name, classes, written, gt_path=None, cm=None, errors=None):
-    """Encode and write one mask (atomically), record it, and score it against ``gt_path``."""
+def write_mask(folder, name, classes, written, errors, gt_path=None, cm=None):
+    """Encode and write one mask (atomically), record it, and score it against ``gt_path``.
+    A failure that concerns this mask only goes to ``errors``; a full or read-only disk raises."""
     path = os.path.join(folder, name)
-    atomic_write_bytes(path, encode_png(classes))
+    try:
+        atomic_write_bytes(path, encode_png(classes))
+    except OSError as e:
+        if e.errno in DISK_ERRORS:
+            raise
+        errors.append(f"cannot write {cli.error_message(e)}")
+        return
     st = os.lstat(path)
     written[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
     if cm is not None:
@@ -168,6 +195,42 @@ def write_mask(folder, name, classes, written, gt_path=None, cm=None, errors=Non
             cm.update(torch.from_numpy(gt), torch.from_numpy(classes))
 
 
+def check_gt_folder(gt_dir, output):
+    """UserError when ``--gt`` is the output folder: the masks would be scored against themselves."""
+    if os.path.realpath(gt_dir) == os.path.realpath(output):
+        raise cli.UserError(f"--gt {gt_dir} is the output folder {output}: the predictions would be scored against "
+                            "themselves (mean_iou 1.0); give the folder of the ground-truth <id>_mask.png files")
+    if os.path.isfile(os.path.join(gt_dir, MARKER)):
+        print(f"warning: --gt {gt_dir} holds {MARKER}: its masks were written by p2_test.py (predictions, not "
+              "ground truth)", file=sys.stderr)
+
+
+def check_window(window, model, batch_size, device):
+    """The number of windows per forward pass: ``batch_size``, or fewer when that many cannot
+    fit in the device's free memory (a warning says so). UserError for a window larger than
+    any image read or one that cannot fit alone, before anything is allocated.
+
+    ``window_bytes`` is a lower bound (measured peaks on the CPU: 1.2-2.1x it), so one window
+    is refused only when it surely cannot fit, and a batch is kept within half the free memory.
+    """
+    if window > MAX_SIDE:
+        raise cli.UserError(f"--window {window}: at most {MAX_SIDE} (the largest image side read); larger images "
+                            "are predicted window by window anyway")
+    per_window, free = window_bytes(model, window), available_bytes(device)
+    if free is None or 2 * per_window * batch_size <= free:
+        return batch_size
+    gib = 2 ** 30
+    if per_window > free:
+        raise cli.UserError(f"--window {window}: one window needs at least {per_window / gib:.1f} GiB, more than "
+                            f"the {free / gib:.1f} GiB free on {device}; use a smaller --window (512 is the "
+                            "training tile)")
+    fits = max(1, free // (2 * per_window))
+    print(f"warning: --batch-size {batch_size}: {batch_size} windows of {window}x{window} need about "
+          f"{2 * per_window * batch_size / gib:.1f} GiB, more than the {free / gib:.1f} GiB free on {device}; "
+          f"using {fits}", file=sys.stderr)
+    return fits
+
+
 def check_gt(gt_dir, ids):
     paths = [os.path.join(gt_dir, i + MASK_SUFFIX) for i in ids]
     missing = [f"{p}: missing" for p in paths if not os.path.isfile(p)]
@@ -181,14 +244,18 @@ def main(argv=None):
     for flag, value in (("--images", args.images), ("--output", args.output)):
         if not value:
             raise cli.UserError(f"{flag}: empty path")
+    if args.gt:
+        check_gt_folder(args.gt, args.output)
     device = resolve_device(args.device)
-    ids = list_pairs(args.images, require_masks=False)
+    pairs = list_pairs(args.images, require_masks=False)
+    ids = list(pairs)
     gt_paths = check_gt(args.gt, ids) if args.gt else [None] * len(ids)
     model, ckpt = load_model(args.checkpoint, "p2", device)
     try:
         window = native_window(model, args.window)
     except ValueError as e:
         raise cli.UserError(f"--window: {e}") from None
+    batch_size = check_window(window, model, args.batch_size, device)
     dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
     channels_last = device.type == "cuda" or dtype is not None
     if channels_last:
@@ -197,14 +264,14 @@ def main(argv=None):
     out = OutputFolder(args.output, args.images, names, args.overwrite)
     out.claim()
 
-    paths = [os.path.join(args.images, i + SAT_SUFFIX) for i in ids]
+    paths = [os.path.join(args.images, pairs[i]) for i in ids]
     loader = DataLoader(Images(paths), batch_size=None, num_workers=args.workers,
                         prefetch_factor=1 if args.workers else None, pin_memory=device.type == "cuda")
     cm = ConfusionMatrix(NUM_CLASSES) if args.gt else None
-    errors, written, pending, interrupted = [], {}, None, False
+    errors, written, pending, interrupted, full = [], {}, None, False, None
     masks = predict_masks(model, readable(loader, errors), mean=ckpt["preprocess"]["mean"],
                           std=ckpt["preprocess"]["std"], window=window, overlap=args.overlap,
-                          weighting=args.weighting, batch_size=args.batch_size, device=device, dtype=dtype,
+                          weighting=args.weighting, batch_size=batch_size, device=device, dtype=dtype,
                           channels_last=channels_last)
     # One mask is encoded and written in a thread while the next image is predicted. Waiting on a
     # future, not Thread.join: on Python < 3.13 a join interrupted by Ctrl-C marks a running
@@ -214,16 +281,26 @@ def main(argv=None):
         for k, classes in tqdm(masks, total=len(ids), desc="predict", unit="image", file=sys.stderr, disable=None):
             if pending is not None:
                 pending.result()  # re-raises a failed write (e.g. a full disk) here
-            pending = pool.submit(write_mask, args.output, names[k], classes, written, gt_paths[k], cm, errors)
+            pending = pool.submit(write_mask, args.output, names[k], classes, written, errors, gt_paths[k], cm)
         if pending is not None:
             pending.result()
     except KeyboardInterrupt:
         interrupted = True
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        full = e  # every later mask would fail too
     finally:
         if pending is not None:
             futures.wait([pending])  # the write in flight ends before the record is made
         pool.shutdown()
-        out.finish(written)
+        try:
+            out.finish(written)
+        except OSError as e:  # claim() recorded every name first: the masks still count as this script's
+            print(f"warning: {cli.error_message(e)} (the record of the masks written)", file=sys.stderr)
+    if full is not None:
+        raise cli.UserError(f"{cli.error_message(full)}; {len(written)} of {len(ids)} mask(s) were written to "
+                            f"{args.output}; free some space and run the same command again")
     if interrupted:
         raise cli.Interrupted(f"{len(written)} of {len(ids)} mask(s) written to {args.output}; "
                               "run the same command again to write them all")
@@ -231,8 +308,8 @@ def main(argv=None):
     if cm is not None:
         print(cm.grader_report())
     if errors:
-        raise DataError(format_problems(f"{len(errors)} image(s) could not be predicted (every other mask was "
-                                        "written):", errors))
+        raise DataError(format_problems(f"{len(errors)} image(s) could not be predicted or their mask written "
+                                        "(every other mask was written):", errors))
     return 0
 
 
@@ -245,7 +322,8 @@ def get_args_parser(add_help=True):
                    help="replace existing <id>_mask.png files that this script did not write")
     p.add_argument("--gt", default="", help="folder of <id>_mask.png ground truth: also print the grader's mIoU")
     p.add_argument("--window", type=cli.positive_int, default=None,
-                   help="sliding-window side; None: the model's input size (FCN8s takes only 512), else 512")
+                   help="sliding-window side, at most 20000; None: the model's input size (FCN8s takes only 512), "
+                        "else 512. A window that cannot fit in free memory is refused")
     p.add_argument("--overlap", type=cli.open_fraction, default=0.25,
                    help="least overlap of neighbouring windows, a fraction of the window (images larger than it)")
     p.add_argument("--weighting", choices=WEIGHTINGS, default="gaussian", help="blending of overlapping windows")

@@ -186,11 +186,10 @@ def error_message(e):
     if "Original Traceback" in text:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    if isinstance(e, OSError) and not text.startswith(str(e.filename or "")):
-        reason = e.strerror or text
-        if e.errno == errno.ENOSPC:
-            reason = "no space left on the device"
-        text = f"{e.filename}: {reason}" if e.filename else reason
+    if isinstance(e, OSError) and e.strerror:  # "[Errno 28] ...: 'x'" -> "x: no space left on the device"
+        reason = "no space left on the device" if e.errno == errno.ENOSPC else e.strerror
+        names = [str(f) for f in (e.filename, e.filename2) if f is not None]
+        text = f"{' -> '.join(names)}: {reason}" if names else reason
     return text
 
 

@@ -3,32 +3,74 @@
 Every file this repo writes (checkpoints, ``log.csv``, ``args.json``, figures, masks, CSVs) goes
 through ``atomic_write_bytes``: a temporary file in the same folder, fsync, rename. A reader, a
 crash or a full disk never leaves a truncated file under the real name.
+
+The temporary name is short and random (``.tmp-<16 hex>``, see ``temporary_name``), so it fits
+the file-name limit whatever the real name's length and never collides with a leftover of a
+killed process; it is removed after any error, and every error names the real path, never
+the temporary one.
 """
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import secrets
+
+
+TMP_PREFIX = ".tmp-"
+
+
+def temporary_name(folder, suffix=""):
+    """A fresh temporary path in ``folder``: 21 characters plus ``suffix``, whatever the name it
+    stands for (a user's 255-byte name has no room for ``.<name>.tmp<pid>``)."""
+    return os.path.join(folder, f"{TMP_PREFIX}{secrets.token_hex(8)}{suffix}")
+
+
+def naming(e, path):
+    """``e`` (an OSError) as one naming ``path``: a failed write, fsync or rename of a temporary
+    file reports the user's file, not the temporary name (or no name at all)."""
+    return OSError(e.errno, e.strerror or str(e), path)  # the subclass of the errno (FileNotFoundError, ...)
+
+
+@contextlib.contextmanager
+def removed_on_error(tmp, path):
+    """Remove ``tmp`` if the block fails (any exception, Ctrl-C included); an OSError is
+    re-raised naming ``path``."""
+    try:
+        yield
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise naming(e, path) from None
+        raise
 
 
 def atomic_write_bytes(path, data):
     """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # a file where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file is in the way)", folder) from None
+    except OSError as e:
+        raise naming(e, folder) from None
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
+    tmp = temporary_name(folder)
+    with removed_on_error(tmp, path):
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
     with contextlib.suppress(OSError):  # persist the rename itself
         fd = os.open(folder, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_json(path, obj):
@@ -40,7 +82,7 @@ def csv_bytes(header, rows):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    return buf.getvalue().encode()
+    return buf.getvalue().encode(errors="surrogateescape")  # a file name that is not UTF-8 keeps its bytes
 
 
 def write_csv(path, header, rows):
@@ -49,8 +91,10 @@ def write_csv(path, header, rows):
 
 
 def read_csv(path):
-    """The rows of a CSV file as dicts of strings."""
-    with open(path, newline="") as f:
+    """The rows of a CSV file as dicts of strings; a UTF-8 byte-order mark and CRLF line ends
+    (a CSV re-saved by a spreadsheet) read as the plain file would, and bytes that are not
+    UTF-8 (a file name in another encoding) as ``os.listdir`` names them."""
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         return list(csv.DictReader(f))
 
 

@@ -52,6 +52,32 @@ def native_window(model, window=None):
     return fixed or window or DEFAULT_WINDOW
 
 
+def window_bytes(model, window):
+    """An estimate (a lower bound) of the memory one ``window`` x ``window`` window takes:
+    the widest early activation (the first conv's output at its padded size: FCN32s pads by
+    100) held about three times, float32; the uint8 and float32 input; and the canvas row
+    buffer of (K + 1) x window x window float32 (K: the last layer's outputs). Used to refuse
+    a window that cannot fit before any allocation (a 20000 window needs tens of GB)."""
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    first_channels, pad = (convs[0].out_channels, convs[0].padding[0]) if convs else (3, 0)
+    classes = convs[-1].out_channels if convs else 7
+    return 4 * (3 * first_channels * (window + 2 * pad) ** 2 + (classes + 1) * window ** 2) + 15 * window ** 2
+
+
+def available_bytes(device):
+    """Free memory of ``device`` in bytes (CUDA: ``mem_get_info``; CPU: ``MemAvailable``), or
+    None where it cannot be read."""
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0]
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return None
+
+
 def window_starts(length, window, overlap):
     """Start offsets of the windows covering ``0..length`` (``length >= window``): evenly
     spaced from 0 to ``length - window``, neighbours overlapping by >= ``overlap * window``."""

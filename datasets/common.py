@@ -1,10 +1,17 @@
 """Image files: listing a folder and decoding one image, with errors that name the file.
 
+An entry named like an image that is not a regular file (a folder, FIFO, socket, device) is
+listed and then refused by name before it is opened (opening a FIFO would block forever);
+macOS metadata from a zip (``._*``, ``__MACOSX/``) is never listed, with one warning per folder.
+
 Large scenes: PIL's decompression-bomb guard is set to ``MAX_PIXELS`` (20000 x 20000, more
 than a DeepGlobe original of 2448 x 2448 or a 14000 x 14000 mosaic); a larger image is refused
 with a ``DataError`` naming it before any pixel is decoded.
 """
+import errno
+import functools
 import os
+import stat
 import sys
 import warnings
 
@@ -23,17 +30,40 @@ class DataError(ValueError):
     """Bad input data; the message names every offending file and what is wrong with it."""
 
 
+def one_line(text):
+    """``text`` with control characters (a newline in a file name) escaped, so that each
+    problem stays on one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def format_problems(header, problems, limit=20):
-    lines = [header] + [f"  {p}" for p in problems[:limit]]
+    """A header line and one indented line per problem (at most ``limit``)."""
+    lines = [one_line(header)] + [f"  {one_line(p)}" for p in problems[:limit]]
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(lines)
 
 
+def is_macos_metadata(name):
+    """``._<name>`` (AppleDouble resource forks) and ``__MACOSX`` (their folder), which a zip
+    made on macOS carries beside every file: never images."""
+    return name.startswith("._") or name == "__MACOSX"
+
+
+@functools.cache
+def _warn_macos(real, folder, names):
+    """One warning per folder and process, however often the folder is listed."""
+    print(f"warning: {folder}: ignoring {len(names)} macOS metadata entr{'y' if len(names) == 1 else 'ies'} "
+          f"(._* files, __MACOSX/; not images): {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}",
+          file=sys.stderr)
+
+
 def list_dir(folder):
-    """Sorted names of the plain files of ``folder``, and of its dangling symbolic links (so that
-    a broken link is reported by name rather than silently skipped); DataError if the folder is
-    missing or not a folder."""
+    """Sorted names of the entries of ``folder`` that may be inputs: plain files, dangling
+    symbolic links, and anything else named like an image (a folder, FIFO, socket or device
+    called ``x.png``), so that ``read_rgb`` reports such an entry by name rather than it being
+    silently skipped. Other sub-folders are left out; macOS metadata (``._*``, ``__MACOSX/``)
+    is left out with one warning. DataError if the folder is missing or not a folder."""
     if not folder:
         raise DataError("empty folder name")
     if not os.path.exists(folder):
@@ -44,8 +74,11 @@ def list_dir(folder):
         names = os.listdir(folder)
     except OSError as e:
         raise DataError(f"{folder}: cannot list ({e.strerror})") from None
-    paths = {n: os.path.join(folder, n) for n in names}
-    return sorted(n for n, p in paths.items() if os.path.isfile(p) or (os.path.islink(p) and not os.path.exists(p)))
+    mac = tuple(sorted(n for n in names if is_macos_metadata(n)))
+    if mac:
+        _warn_macos(os.path.realpath(folder), folder, mac)
+    return sorted(n for n in names if not is_macos_metadata(n) and (
+        not os.path.isdir(os.path.join(folder, n)) or n.lower().endswith(IMAGE_EXTS)))
 
 
 def warn_ignored(folder, names):
@@ -56,6 +89,11 @@ def warn_ignored(folder, names):
 
 def _unreadable(path, e):
     if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return DataError(f"{path}: not a readable image (symbolic link loop through {os.readlink(path)})")
         return DataError(f"{path}: not a readable image (dangling symbolic link to {os.readlink(path)})")
     if isinstance(e, Image.DecompressionBombError):
         return DataError(f"{path}: not a readable image (more than {2 * MAX_PIXELS} pixels; at most "
@@ -64,8 +102,25 @@ def _unreadable(path, e):
     return DataError(f"{path}: not a readable image ({reason})")
 
 
+def _not_a_file(path):
+    """The kind of ``path`` when it exists but is not a regular file (after links), else None.
+    Opening a FIFO would block forever, so this is checked before any ``open``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or a dangling link: open() reports it
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def _open(path):
     """``Image.open`` with the size guard; the caller closes the image."""
+    kind = _not_a_file(path)
+    if kind:
+        raise DataError(f"{path}: not a readable image ({kind}, not a file)")
     with warnings.catch_warnings():  # between MAX_PIXELS and 2x PIL only warns; refused below
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img = Image.open(path)

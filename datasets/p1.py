@@ -20,9 +20,10 @@ UNLABELLED = -1
 
 
 def parse_label(name, num_classes=NUM_CLASSES):
-    """``13_207.png`` -> 13; None when the name carries no label in ``0..num_classes-1``."""
+    """``13_207.png`` -> 13; None when the name carries no label in ``0..num_classes-1``.
+    Only ASCII digits make a label: ``٣_1.png`` (Arabic-Indic three) or ``²_1.png`` carry none."""
     head = name.split("_", 1)[0]
-    if "_" not in name or not head.isdigit():
+    if "_" not in name or not (head.isascii() and head.isdigit()):
         return None
     label = int(head)
     return label if label < num_classes else None

@@ -1,4 +1,6 @@
 """P2 segmentation data: ``<id>_sat.jpg`` + ``<id>_mask.png`` pairs (DeepGlobe tiles, 512x512).
+Images may also be named ``<id>_sat.jpeg`` or in another letter case (``<id>_sat.JPG``); masks
+are ``<id>_mask.png`` exactly, as the course grader pairs them.
 
 ``__getitem__`` returns ``(uint8 3 x H x W image, uint8 H x W class map)``; class 255 marks
 pixels to ignore (padding added by a crop). The file list is checked up front (every image
@@ -19,21 +21,43 @@ from .common import IMAGE_EXTS, DataError, format_problems, image_size, list_dir
 from .masks import rgb_to_class
 
 SAT_SUFFIX = "_sat.jpg"
+SAT_SUFFIXES = (SAT_SUFFIX, "_sat.jpeg")  # matched in any letter case
 MASK_SUFFIX = "_mask.png"
 IGNORE_INDEX = 255
 
 
+def image_id(name):
+    """``<id>`` of an image name ``<id>_sat.jpg`` (also ``.jpeg``, any letter case: cameras and
+    Windows tools write ``.JPG``), else None."""
+    low = name.lower()
+    suffix = next((s for s in SAT_SUFFIXES if low.endswith(s)), None)
+    return name[: -len(suffix)] if suffix and len(name) > len(suffix) else None
+
+
 def list_pairs(root, require_masks=True):
-    """Sorted ids of ``root``; DataError listing every image without mask / mask without image."""
+    """``{id: image file name}`` of ``root``, sorted by id; DataError listing every image
+    without mask / mask without image (``require_masks``), and every id with two images
+    (``a_sat.jpg`` and ``a_sat.JPG`` would write one ``a_mask.png``)."""
     names = list_dir(root)
-    sats = {n[: -len(SAT_SUFFIX)] for n in names if n.endswith(SAT_SUFFIX)}
+    images, twins = {}, []
+    for n in names:
+        i = image_id(n)
+        if i is not None:
+            if i in images:
+                twins.append(f"{os.path.join(root, n)}: a second image of id {i!r} (beside {images[i]}); "
+                             f"both would be {i}{MASK_SUFFIX}: rename or remove one")
+            else:
+                images[i] = n
+    if twins:
+        raise DataError(format_problems(f"{root}: {len(twins)} image(s) share an id:", twins))
+    sats = set(images)
     masks = {n[: -len(MASK_SUFFIX)] for n in names if n.endswith(MASK_SUFFIX)}
-    other = [n for n in names if not (n.endswith(SAT_SUFFIX) or n.endswith(MASK_SUFFIX))]
+    other = [n for n in names if image_id(n) is None and not n.endswith(MASK_SUFFIX)]
     bad_images = [n for n in other if n.lower().endswith(IMAGE_EXTS)]
     warn_ignored(root, [n for n in other if n not in bad_images])
     problems = [f"{os.path.join(root, n)}: image not named <id>{SAT_SUFFIX} or <id>{MASK_SUFFIX}" for n in bad_images]
     if require_masks:
-        problems += [f"{os.path.join(root, i + SAT_SUFFIX)}: has no mask {i + MASK_SUFFIX}" for i in sorted(sats - masks)]
+        problems += [f"{os.path.join(root, images[i])}: has no mask {i + MASK_SUFFIX}" for i in sorted(sats - masks)]
         problems += [f"{os.path.join(root, i + MASK_SUFFIX)}: has no image {i + SAT_SUFFIX}" for i in sorted(masks - sats)]
     if problems and require_masks:
         raise DataError(format_problems(f"{root}: {len(problems)} problem(s) with the file list:", problems))
@@ -41,7 +65,7 @@ def list_pairs(root, require_masks=True):
         print(f"warning: {p}", file=sys.stderr)
     if not sats:
         raise DataError(f"{root}: no <id>{SAT_SUFFIX} images in this folder")
-    return sorted(sats)
+    return {i: images[i] for i in sorted(sats)}
 
 
 def read_mask(path):
@@ -54,8 +78,9 @@ class P2Tiles(Dataset):
         self.root = root
         self.transform = transform
         self.has_masks = require_masks
-        self.ids = list_pairs(root, require_masks)
-        self.image_paths = [os.path.join(root, i + SAT_SUFFIX) for i in self.ids]
+        pairs = list_pairs(root, require_masks)
+        self.ids = list(pairs)
+        self.image_paths = [os.path.join(root, pairs[i]) for i in self.ids]
         self.mask_paths = [os.path.join(root, i + MASK_SUFFIX) for i in self.ids] if require_masks else []
         self.sizes = self._check_sizes()
         self.images = self.masks = None

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -126,8 +127,12 @@ def main(args):
         raise SystemExit(f"{args.out}: holds synthetic data made with other settings; pass --force to replace it")
     if os.path.exists(args.out) and not os.path.exists(marker) and os.listdir(args.out) and not args.force:
         raise SystemExit(f"{args.out}: exists and is not a synthetic dataset; refusing to overwrite (use --force)")
-    tmp = f"{args.out.rstrip('/')}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    parent = os.path.dirname(os.path.abspath(args.out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)  # a short fresh name beside --out
+    except OSError as e:
+        raise SystemExit(f"error: {args.out}: cannot write beside it ({e.strerror or e})") from None
     try:
         generate(tmp, args.seed, args.p1_train_per_class, args.p1_val_per_class, args.p2_train, args.p2_val,
                  args.p2_size)
@@ -135,6 +140,8 @@ def main(args):
             json.dump(params, f)
         shutil.rmtree(args.out, ignore_errors=True)
         os.replace(tmp, args.out)
+    except OSError as e:  # a full disk: name the folder asked for, not the temporary one
+        raise SystemExit(f"error: {args.out}: cannot write the synthetic data ({e.strerror or e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote synthetic hw2_data layout to {args.out}")
