@@ -285,19 +285,22 @@ def test_p1_predicts_every_readable_image_and_names_each_bad_one(p1_dir, p1_ckpt
     assert all(0 <= int(r["label"]) < 50 for r in rows)
 
 
-def test_p1_output_folder_gets_test_pred_csv_as_the_course_calls_it(p1_dir, p1_ckpt, tmp_path):
-    """``mkdir -p out && bash hw2_1.sh <images> out``, twice; a new folder named with a trailing ``/``."""
+def test_p1_output_folder_gets_test_pred_csv_as_the_course_calls_it(p1_dir, p1_ckpt, tmp_path, capsys, monkeypatch):
+    """``mkdir -p out && bash hw2_1.sh <images> out``, then the same again; a new folder named with a
+    trailing ``/``; a file named as a folder."""
     (tmp_path / "out").mkdir()
-    for _ in range(2):
-        r = hw2("hw2_1.sh", p1_dir, "out", tmp_path, "P1_CKPT", p1_ckpt)
-        assert r.returncode == 0 and "wrote 3 prediction(s) to out/test_pred.csv" in r.stdout, r.stderr
+    r = hw2("hw2_1.sh", p1_dir, "out", tmp_path, "P1_CKPT", p1_ckpt)
+    assert r.returncode == 0 and "wrote 3 prediction(s) to out/test_pred.csv" in r.stdout, r.stderr
     assert [r["image_id"] for r in read_csv(tmp_path / "out" / "test_pred.csv")] == ["0_0.png", "3_1.png", "nolabel.png"]
-    r = hw2("hw2_1.sh", p1_dir, "new dir/", tmp_path, "P1_CKPT", p1_ckpt)
-    assert r.returncode == 0 and "new dir/test_pred.csv" in r.stdout and ".tmp" not in r.stdout + r.stderr, r.stderr
+    monkeypatch.chdir(tmp_path)
+    code, out, err = p1(p1_dir, "out", p1_ckpt, capsys)
+    assert code == 0 and "to out/test_pred.csv" in out, err
+    code, out, err = p1(p1_dir, "new dir/", p1_ckpt, capsys)
+    assert code == 0 and "to new dir/test_pred.csv" in out and ".tmp" not in out + err, err
     assert len(read_csv(tmp_path / "new dir" / "test_pred.csv")) == 3
     (tmp_path / "file").write_text("mine")
-    r = hw2("hw2_1.sh", p1_dir, "file/", tmp_path, "P1_CKPT", p1_ckpt)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--output file/" in r.stderr and ".tmp" not in r.stderr
+    code, _, err = p1(p1_dir, "file/", p1_ckpt, capsys)
+    assert code == 1 and err.count("\n") == 1 and "--output file/" in err and ".tmp" not in err, err
     assert (tmp_path / "file").read_text() == "mine"
 
 
@@ -311,8 +314,8 @@ def test_p1_never_replaces_a_csv_it_did_not_write(p1_dir, p1_ckpt, tmp_path, cap
     r = hw2("hw2_p1.sh", p1_dir, log, tmp_path, "P1_CKPT", p1_ckpt)
     assert r.returncode == 1 and "log.csv: an existing CSV that p1_test.py did not write (header 'epoch,train_loss')" \
         in r.stderr and "Traceback" not in r.stderr, r.stderr
-    r = hw2("hw2_1.sh", p1_dir, gt.parent, tmp_path, "P1_CKPT", p1_ckpt)
-    assert r.returncode == 1 and "did not write" in r.stderr and "--overwrite" in r.stderr
+    code, _, err = p1(p1_dir, gt.parent, p1_ckpt, capsys)
+    assert code == 1 and "did not write" in err and "--overwrite" in err
     assert log.read_text() == "epoch,train_loss\n1,0.5\n" and gt.read_text() == "image_id,label\n0_0.png,0\n"
     ours = tmp_path / "pred.csv"
     assert p1(p1_dir, ours, p1_ckpt, capsys)[0] == 0
@@ -365,7 +368,7 @@ def test_ctrl_c_during_grading_exits_130_and_a_rerun_finishes(p2_ckpt, tmp_path,
     assert len([n for n in os.listdir(out) if n.endswith(".png")]) == 60
 
 
-def test_each_course_script_grades_its_own_model(p2_ckpt, tmp_path):
+def test_each_course_script_grades_its_own_model(p2_ckpt, tmp_path, capsys):
     """hw2_2.sh grades the FCN32s and hw2_2_best.sh the FCN8s default checkpoint, through a symbolic link
     too; a checkpoint of the other model is refused."""
     ckpts = tmp_path / "checkpoints"
@@ -386,7 +389,8 @@ def test_each_course_script_grades_its_own_model(p2_ckpt, tmp_path):
         assert r.returncode == 0, r.stderr
         masks[script] = read_mask(str(tmp_path / script / "0000_mask.png"))
     assert not np.array_equal(masks["hw2_2.sh"], masks["hw2_2_best.sh"])  # two models, two predictions
-    r = subprocess.run(["bash", str(links / "hw2_2.sh"), "in", "other"], cwd=tmp_path,
-                       env={**os.environ, **env, "P2_CKPT": str(p2_ckpt)}, capture_output=True, text=True)
-    assert r.returncode == 1 and "holds fcn8s, but fcn32s is to be graded" in r.stderr and r.stderr.count("\n") == 1
+    code, _, err = run_main("p2_test", ["--model", "fcn32s", "--checkpoint", str(p2_ckpt), "--images",
+                                        str(tmp_path / "in"), "--output", str(tmp_path / "other"), "--workers", "0"],
+                            capsys)
+    assert code == 1 and "holds fcn8s, but fcn32s is to be graded" in err and err.count("\n") == 1, err
     assert not (tmp_path / "other").exists()
