@@ -3,6 +3,7 @@
     python -m core.hub add p2_fcn8s_best.pt runs/p2_fcn8s/best.pt --url https://example.org/p2_fcn8s_best.pt
     python -m core.hub verify          # sha256 of every default checkpoint present, against the manifest
     python -m core.hub fetch           # download every missing default checkpoint now
+    python -m core.hub export-fp16 runs/p2_fcn8s/best.pt runs/p2_fcn8s/best_fp16.pt   # half the size
 
 The grading scripts load a default checkpoint (``DEFAULTS``: ``checkpoints/p1_best.pt``,
 ``checkpoints/p2_fcn32s_best.pt``, ``checkpoints/p2_fcn8s_best.pt``) unless a checkpoint is
@@ -91,7 +92,7 @@ def download(url, dst, sha256, size, progress=None):
     """Download ``url`` to ``dst`` through a temporary file beside it, checked against ``size`` and
     ``sha256`` before the rename; CheckpointError naming both otherwise, and nothing left behind."""
     folder = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(folder, f".{os.path.basename(dst)[:200]}.download{os.getpid()}")
+    tmp = os.path.join(folder, f".{os.path.basename(dst)[:150]}.download{os.getpid()}")
     progress = sys.stderr.isatty() if progress is None else progress
     print(f"downloading {url} to {dst} ({size / 2 ** 20:.1f} MiB)", file=sys.stderr, flush=True)
     timeout = socket.getdefaulttimeout()
@@ -179,6 +180,15 @@ def add(name, source, url, manifest=None):
     print(f"now upload {source} as it is to {url}, and commit {manifest}")
 
 
+def export_fp16(source, dest):
+    """Write the inference checkpoint of ``source`` with float16 weights to ``dest`` (a new file)."""
+    if os.path.lexists(dest):
+        raise cli.UserError(f"{dest}: exists; choose a new file for the fp16 export")
+    ckpt = checkpoint.load(source)
+    checkpoint.save(checkpoint.half_weights(ckpt, source), dest)
+    print(f"wrote {dest}: {os.path.getsize(dest) / 2 ** 20:.1f} MiB ({source}: {os.path.getsize(source) / 2 ** 20:.1f} MiB)")
+
+
 def verify():
     """Check every default checkpoint present against the manifest; the number of mismatches."""
     entries, bad = read_manifest(), 0
@@ -201,6 +211,8 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     if args.command == "add":
         add(args.name, args.source, args.url)
+    elif args.command == "export-fp16":
+        export_fp16(args.source, args.dest)
     elif args.command == "verify":
         return 1 if verify() else 0
     else:
@@ -219,6 +231,9 @@ def get_args_parser(add_help=True):
     a.add_argument("name", choices=list(BY_NAME), help="the default checkpoint it becomes")
     a.add_argument("source", help="the run's best.pt (uploaded as it is)")
     a.add_argument("--url", required=True, help="where the file will be published")
+    e = sub.add_parser("export-fp16", help="a copy of a checkpoint with float16 weights (half the size)")
+    e.add_argument("source", help="best.pt or last.pt")
+    e.add_argument("dest", help="the new file")
     sub.add_parser("verify", help="compare the default checkpoints present with the manifest")
     f = sub.add_parser("fetch", help="download the missing default checkpoints now")
     f.add_argument("names", nargs="*", help="default checkpoints to fetch (all when none)")

@@ -10,8 +10,9 @@ import sys
 import threading
 
 import pytest
+import torch
 
-from core import hub
+from core import checkpoint, hub
 from tests.conftest import ROOT
 from tests.test_grading import image, read_mask, run_main, save_checkpoint, snapshot
 
@@ -201,3 +202,22 @@ def test_scripts_show_their_own_usage(script, tmp_path):
     r = subprocess.run(["bash", os.path.join(ROOT, script), "only-one"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and f"usage: bash {script}" in r.stderr
     assert snapshot(tmp_path) == {}
+
+
+def test_fp16_export_is_half_the_size_and_predicts_alike(fcn8s, tmp_path, capsys):
+    half = tmp_path / "half.pt"
+    assert hub.cli.run(hub.main, ["export-fp16", str(fcn8s), str(half)]) == 0
+    assert half.stat().st_size < 0.55 * fcn8s.stat().st_size
+    assert hub.cli.run(hub.main, ["export-fp16", str(fcn8s), str(half)]) == 1  # never over an existing file
+    assert "exists" in capsys.readouterr().err
+    x = torch.rand(1, 3, 512, 512)
+    with torch.no_grad():
+        ref, low = (checkpoint.load_model(str(p), "p2", torch.device("cpu"))[0](x).argmax(1) for p in (fcn8s, half))
+    assert (ref == low).float().mean() > 0.99
+    big = checkpoint.load(str(fcn8s))
+    name = next(k for k in big["model"] if k.endswith("running_var"))
+    big["model"][name] = big["model"][name] + 1e6  # e.g. raw 0..255 inputs: variances past float16's 65504
+    checkpoint.save(big, str(tmp_path / "big.pt"))
+    assert hub.cli.run(hub.main, ["export-fp16", str(tmp_path / "big.pt"), str(tmp_path / "big16.pt")],
+                       expected=(hub.CheckpointError,)) == 1
+    assert f"{name} holds" in capsys.readouterr().err and not (tmp_path / "big16.pt").exists()
