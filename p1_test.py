@@ -39,8 +39,6 @@ from core.runtime import inference_dtype, resolve_device
 from datasets import DataError, P1Images, parse_label
 from datasets.common import IMAGE_EXTS, format_problems, list_dir
 
-
-
 PRED_CSV = "test_pred.csv"  # the prediction file the course's grader reads from the output folder
 MARKER = ".p1_test.json"  # beside a CSV: the CSVs this script wrote there (core.fileio.WrittenFiles)
 
