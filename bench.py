@@ -97,7 +97,12 @@ checkpoint) is naive, ``--precision bf16`` ours: bf16 autocast + channels_last, 
                   high-water mark; for processes it forked (decoding workers) Linux reports the
                   larger, not the sum. 512x512: the N-image run; 2448: the 1- and the 4-image run,
                   and their ratio (target <= 1.3: memory must not grow with the number of images).
-  257 tiles       Projected time to grade the validation split: wall(1) + 256 x s/image at 512.
+  257 tiles       Projected time to grade the validation split: wall(1) + 256 x s/image at 512,
+                  against the course's limit (``COURSE_LIMIT_S``: the testing code must finish
+                  within 10 minutes): ratio to it and margin, per precision; the verdict is
+                  fp32's, what the grading scripts run for an fp32-trained checkpoint
+                  (``--precision auto``). Measured on ``--device``; on a CPU run of a machine
+                  with CUDA, also on the GPU (``grade_257_cuda``, from its own 1- and N-image runs).
 """
 import argparse
 import collections
@@ -148,6 +153,7 @@ GPU_TARGETS = {"loop_img_s": 450.0, "p1_img_s": 2900.0, "data_wait_pct": 2.0, "e
 RSS_RATIO_TARGET = 1.3  # issue "inference at any scale": peak RSS of 4 large images over 1
 LARGE_IMAGES = 4
 GRADED_TILES = 257  # the validation split the course grades
+COURSE_LIMIT_S = 600  # the course's rule: the testing code must finish within 10 minutes
 SECTIONS = ("speed", "gpu", "grading")
 # Values --quick gives every size flag left at its default.
 QUICK = dict(tiles=4, batch_size=2, width=64, steps=1, warmup=1, repeats=1, miou_masks=8, p1_per_class=1,
@@ -637,13 +643,16 @@ def bench_grading(args, work, device):
     ckpt = os.path.join(folder, "fcn8s.pt")
     checkpoint.save(checkpoint.inference_state("p2", "fcn8s", kwargs, get_model("fcn8s", **kwargs), IMAGENET), ckpt)
 
-    runs = {}  # (precision, set) -> (seconds, peak RSS MiB)
-    for name, images in sets.items():
+    runs = {}  # (precision, set) -> (seconds, peak RSS MiB); set "cuda:<name>" for the extra GPU runs
+    gpu_too = device.type == "cpu" and torch.cuda.is_available()
+    jobs = [(name, images, device.type) for name, images in sets.items()]
+    jobs += [(f"cuda:{name}", sets[name], "cuda") for name in ("small1", f"small{n}") if gpu_too]
+    for name, images, dev in jobs:
         for precision in ("fp32", "bf16"):
-            out = os.path.join(folder, f"out-{precision}-{name}")
+            out = os.path.join(folder, f"out-{precision}-{name.replace(':', '-')}")
             runs[precision, name] = run_child(
                 [sys.executable, "p2_test.py", "--images", images, "--output", out, "--checkpoint", ckpt,
-                 "--precision", precision, "--device", device.type], out + ".log")
+                 "--precision", precision, "--device", dev], out + ".log")
             print(f"    p2_test.py --precision {precision} on {name}: {runs[precision, name][0]:.1f} s, "
                   f"peak RSS {runs[precision, name][1]:.0f} MiB", flush=True)
 
@@ -658,6 +667,19 @@ def bench_grading(args, work, device):
     common = dict(higher_is_better=False, precision_fast=fast, width=args.grade_width, runs=raw)
     w, big = args.grade_width, f"{large}x{large}"
     small = {p: per_image(p, "small", n) for p in ("fp32", "bf16")}
+
+    def graded_257(prefix, dev):
+        """The projected 257-tile row on ``dev``, with its ratio to the course's limit and its margin."""
+        seconds = {p: runs[p, f"{prefix}small1"][0] + (GRADED_TILES - 1) * per_image(p, f"{prefix}small", n)
+                   for p in ("fp32", "bf16")}
+        r = row(f"grade_257{'_cuda' if prefix else ''}", f"grade {GRADED_TILES} tiles {TILE_SIZE}x{TILE_SIZE} on {dev} "
+                "(projected)", "s", seconds["fp32"], seconds["bf16"], COURSE_LIMIT_S, target_kind="at_most",
+                device=dev, limit_s=COURSE_LIMIT_S, limit_ratio={p: v / COURSE_LIMIT_S for p, v in seconds.items()},
+                limit_margin_s={p: COURSE_LIMIT_S - v for p, v in seconds.items()}, **common)
+        r["meets_target"] = seconds["fp32"] <= COURSE_LIMIT_S  # what --precision auto runs for fp32 training
+        return r
+
+    limit_rows = [graded_257("", device.type)] + ([graded_257("cuda:", "cuda")] if gpu_too else [])
     return [
         row("grade_s_512", f"grading fcn8s w{w} {TILE_SIZE}x{TILE_SIZE}", "s/img", *both(small.get), None,
             images=n, **common),
@@ -672,9 +694,7 @@ def bench_grading(args, work, device):
         row("grade_rss_ratio", f"  peak RSS {LARGE_IMAGES} / 1 images {big}", "ratio",
             *both(lambda p: runs[p, f"large{LARGE_IMAGES}"][1] / runs[p, "large1"][1]), RSS_RATIO_TARGET,
             target_kind="at_most", size=large, **common),
-        row("grade_257", f"grade {GRADED_TILES} tiles {TILE_SIZE}x{TILE_SIZE} (projected)", "s",
-            *both(lambda p: runs[p, "small1"][0] + (GRADED_TILES - 1) * small[p]), None,
-            **common),
+        *limit_rows,
     ]
 
 
@@ -887,6 +907,14 @@ def print_table(result):
         r = rows["grade_s_512"]
         print(f"  grading: p2_test.py in fresh processes, fp32 vs --precision bf16 (= {r['precision_fast']} here); "
               "s/image = (wall of N images - wall of 1) / (N - 1); peak RSS = ru_maxrss of the process")
+    for key in ("grade_257", "grade_257_cuda"):
+        if key in rows:
+            r = rows[key]
+            parts = [f"{p} {r[k]:.0f} s = {r['limit_ratio'][p]:.2f}x the limit ("
+                     + (f"margin {r['limit_margin_s'][p]:.0f} s)" if r["limit_margin_s"][p] >= 0 else
+                        f"over by {-r['limit_margin_s'][p]:.0f} s)") for p, k in (("fp32", "naive"), ("bf16", "ours"))]
+            print(f"  course limit {r['limit_s']} s (10 minutes), {GRADED_TILES} tiles on {r['device']} at width "
+                  f"{r['width']}: " + "; ".join(parts) + " (the verdict is fp32's: --precision auto for fp32 training)")
 
 
 def apply_quick(args):

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from core import cli, plots
+from core import cli, hub, plots
 from core.checkpoint import CheckpointError, load_model
 from core.engine import map_batches
 from core.fileio import write_csv
@@ -73,6 +73,7 @@ def main(argv=None):
         raise cli.UserError(f"--output-dir {args.output_dir} is the image folder itself; pass another folder "
                             "for tsne.png and tsne.csv")
     device = resolve_device(args.device)
+    args.checkpoint = hub.grading_checkpoint(args.checkpoint, "classifier")
     model, ckpt = load_model(args.checkpoint, "p1", device)
     num_classes = ckpt["model_kwargs"]["num_classes"]
     data = P1Images(args.images, require_labels=False, num_classes=num_classes, progress=False)

@@ -4,11 +4,14 @@
     python p2_test.py --images hw2_data/p2_data/validation --output runs/p2_pred \\
         --gt hw2_data/p2_data/validation          # also print the grader's mIoU, scored in memory
     python p2_test.py --images scenes --output scenes_pred --overlap 0.5   # e.g. 2448x2448 originals
-    bash hw2_p2.sh <image dir> <output dir>       # the grading entry point
+    bash hw2_2.sh <image dir> <output dir>        # the course's entry points: baseline FCN32s,
+    bash hw2_2_best.sh <image dir> <output dir>   # improved FCN8s (= hw2_p2.sh)
 
 The model, its constructor arguments and its input normalisation come from the checkpoint:
-``--checkpoint``, by default ``$P2_CKPT`` (empty counts as unset), else
-``checkpoints/p2_best.pt`` next to this file. Images of any size up to 20000x20000 are
+``--checkpoint``, by default ``$P2_CKPT`` (empty counts as unset), else the default checkpoint
+of ``--model`` next to this file (``checkpoints/p2_fcn8s_best.pt``, or
+``checkpoints/p2_fcn32s_best.pt`` with ``--model fcn32s``), downloaded when missing
+(``core/hub.py``). With ``--model``, a checkpoint holding another model is refused. Images of any size up to 20000x20000 are
 predicted by ``core.sliding_window`` in windows of the model's input size (a 512x512 tile is
 one window: exactly the model's own prediction). Masks are RGB palette PNGs of the input's
 size (``datasets.masks``). Images are decoded in ``--workers`` processes and masks encoded and
@@ -53,7 +56,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from core import cli
+from core import cli, hub
 from core.checkpoint import CheckpointError, load_model
 from core.fileio import atomic_write_bytes, write_json
 from core.metrics import ConfusionMatrix
@@ -250,7 +253,11 @@ def main(argv=None):
     pairs = list_pairs(args.images, require_masks=False)
     ids = list(pairs)
     gt_paths = check_gt(args.gt, ids) if args.gt else [None] * len(ids)
-    model, ckpt = load_model(args.checkpoint, "p2", device)
+    model_name = args.model or "fcn8s"
+    path = hub.grading_checkpoint(args.checkpoint, model_name)
+    model, ckpt = load_model(path, "p2", device)
+    if args.model or not args.checkpoint:
+        hub.expect_model(ckpt, path, model_name)
     try:
         window = native_window(model, args.window)
     except ValueError as e:
@@ -316,6 +323,9 @@ def main(argv=None):
 def get_args_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter, add_help=add_help,
                                 parents=[cli.inference_parser("p2", 8, "windows per forward pass")])
+    p.add_argument("--model", choices=["fcn8s", "fcn32s"], default=None,
+                   help="the model to grade: its default checkpoint when no --checkpoint / $P2_CKPT is given "
+                        "(None: fcn8s), and a checkpoint holding another model is refused")
     p.add_argument("--images", required=True, help="folder of <id>_sat.jpg images")
     p.add_argument("--output", required=True, help="folder for the <id>_mask.png predictions (created if needed)")
     p.add_argument("--overwrite", action="store_true",

@@ -7,6 +7,7 @@ Two kinds, one schema (``VERSION``), both loaded with ``torch.load(weights_only=
     training    the inference entries plus the full training state (``last.pt``, ``--resume``):
                 optimizer, lr_scheduler, scaler, phase, epoch, best_score, args, rng, world_size
 
+An inference checkpoint may store its weights as float16 (``half_weights``, half the file).
 ``model_name`` / ``model_kwargs`` rebuild the architecture (nanoGPT's ``model_args``), so test
 and resume never rebuild a model from command-line flags. ``preprocess`` holds the input
 normalisation (``mean``/``std`` in 0..1 units); P1's input side is the model's own
@@ -51,6 +52,25 @@ def training_state(inference, *, optimizer, lr_scheduler, scaler, phase, epoch, 
 def inference_part(ckpt):
     """The inference checkpoint inside a training one (no copy of tensors)."""
     return {**{k: ckpt[k] for k in ("format", "version", *INFERENCE_KEYS)}, "kind": "inference"}
+
+
+FP16_MAX = 65504.0  # the largest finite float16
+
+
+def half_weights(ckpt, path="checkpoint"):
+    """The inference checkpoint of ``ckpt`` with its floating-point weights stored as float16: half
+    the file. Loading copies them into the float32 model (``build_model``), so inference runs as
+    before on weights rounded to float16 (``meta["weights"]`` says so). CheckpointError naming the
+    tensor when a value lies beyond float16's range."""
+    state = {}
+    for k, v in ckpt["model"].items():
+        if v.is_floating_point():
+            peak = float(v.abs().max()) if v.numel() else 0.0
+            if not peak <= FP16_MAX:
+                raise CheckpointError(f"{path}: {k} holds {peak:.6g}, beyond float16's range; keep this one fp32")
+            v = v.to(torch.float16)
+        state[k] = v
+    return {**inference_part(ckpt), "model": state, "meta": {**ckpt["meta"], "weights": "fp16"}}
 
 
 def to_cpu(obj):

@@ -126,8 +126,9 @@ def inference_parser(problem, batch_size, batch_help):
     ``p2_test.py``, ``p1_tsne.py``): checkpoint, device, precision, batch size."""
     env = f"{problem.upper()}_CKPT"
     p = argparse.ArgumentParser(add_help=False, formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", default=env_path(env, os.path.join(REPO, "checkpoints", f"{problem}_best.pt")),
-                   help=f"best.pt or last.pt of {problem}_train.py; ${env} when set (and not empty)")
+    p.add_argument("--checkpoint", default=env_path(env, None),
+                   help=f"best.pt or last.pt of {problem}_train.py; ${env} when set (and not empty); else the "
+                        "default checkpoint in checkpoints/, downloaded when missing (core/hub.py)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when available")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: the precision the checkpoint was validated in during training (fp32 unless it was "

@@ -1,4 +1,4 @@
-"""Atomic file writes.
+"""Atomic file writes, and the record of which files a script wrote (``WrittenFiles``).
 
 Every file this repo writes (checkpoints, ``log.csv``, ``args.json``, figures, masks, CSVs) goes
 through ``atomic_write_bytes``: a temporary file in the same folder, fsync, rename. A reader, a
@@ -111,3 +111,53 @@ class CSVLog:
     def append(self, row):
         self.rows.append({k: row.get(k, "") for k in self.fields})
         write_csv(self.path, self.fields, [[r[k] for k in self.fields] for r in self.rows])
+
+
+class WrittenFiles:
+    """Which files of a folder a script wrote itself, so that running it again replaces those and
+    nothing a user owns (ground truth, a training log, a spreadsheet).
+
+    ``<folder>/<marker>`` maps each name the script wrote to its ``[size, mtime_ns, inode]`` (every
+    write here is a rename, so a new inode), or to null: claimed before the write, so a run killed
+    mid-write is still known as the file's writer. A file that changed since is no longer ours.
+    """
+
+    def __init__(self, folder, marker, writer):
+        self.path, self.writer = os.path.join(folder, marker), writer
+        self.records = self._read()
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                files = json.load(f)["files"]
+            return {str(n): r for n, r in files.items() if r is None or (isinstance(r, list) and len(r) == 3)}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}  # an unreadable record owns nothing: every existing file counts as the user's
+
+    def _stat(self, name):
+        st = os.lstat(os.path.join(os.path.dirname(self.path), name))
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def wrote(self, name):
+        """True when ``name`` is as this script left it (or was claimed by a run that may have written it)."""
+        if name not in self.records:
+            return False
+        try:
+            return self.records[name] is None or self.records[name] == self._stat(name)
+        except FileNotFoundError:
+            return False
+
+    def _save(self):
+        folder = os.path.dirname(self.path)
+        live = {n: r for n, r in self.records.items() if r is None or os.path.lexists(os.path.join(folder, n))}
+        write_json(self.path, {"written_by": self.writer, "files": live})
+
+    def claim(self, name):
+        self.records[name] = None
+        self._save()
+
+    def record(self, name):
+        self.records[name] = self._stat(name)
+        self._save()

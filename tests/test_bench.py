@@ -44,6 +44,12 @@ def test_quick_run_writes_every_row(tmp_path):
     assert {"grade_s_512", "grade_s_large", "grade_rss_ratio", "grade_257"} <= set(grading)
     assert all(math.isfinite(grading["grade_s_512"][k]) for k in ("naive", "ours"))  # differences: noisy, any sign
     assert 0.5 < grading["grade_rss_ratio"]["ours"] < 2  # 4 large images against one: bounded memory
+    limit = grading["grade_257"]  # the 257-tile projection against the course's 10-minute limit
+    assert limit["target"] == limit["limit_s"] == 600 and limit["device"] == "cpu"
+    assert limit["limit_ratio"]["fp32"] == pytest.approx(limit["naive"] / 600)
+    assert limit["limit_margin_s"]["bf16"] == pytest.approx(600 - limit["ours"])
+    assert limit["meets_target"] == (limit["naive"] <= 600) and "course limit 600 s" in proc.stdout
+    assert ("grade_257_cuda" in grading) == torch.cuda.is_available()  # a GPU row only where there is a GPU
     assert all(r.get("na") == "no CUDA" for r in result["gpu"])  # measured only on a GPU machine
 
 

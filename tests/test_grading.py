@@ -231,13 +231,15 @@ def test_p2_fp32_masks_are_the_models_own_prediction(p2_ckpt, tmp_path, capsys):
     assert (read_mask(str(tmp_path / "bf16" / "0000_mask.png")) == ref.numpy()).mean() > 0.9
 
 
-@pytest.mark.parametrize("name", ["p1_test", "p2_test"])
-def test_an_empty_checkpoint_variable_counts_as_unset(monkeypatch, capsys, name):
+@pytest.mark.parametrize("name, default", [("p1_test", "p1_best.pt"), ("p2_test", "p2_fcn8s_best.pt")])
+def test_an_empty_checkpoint_variable_counts_as_unset(monkeypatch, p1_dir, tmp_path, capsys, name, default):
     monkeypatch.setenv(f"{name[:2].upper()}_CKPT", "")
-    with pytest.raises(SystemExit):
-        script_main(name)(["--help"])
-    help_text = " ".join(capsys.readouterr().out.split())
-    assert f"(default: {os.path.join(ROOT, 'checkpoints', name[:2] + '_best.pt')})" in help_text
+    monkeypatch.setenv("HW2_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("HW2_MANIFEST", str(tmp_path / "manifest.json"))
+    image(p1_dir / "0000_sat.jpg", (32, 32))
+    code, _, err = run_main(name, ["--images", str(p1_dir), "--output", str(tmp_path / "out"), "--device", "cpu"],
+                            capsys)
+    assert code == 1 and f"{tmp_path / 'checkpoints' / default}: checkpoint not found" in err, err
 
 
 # ---------------------------------------------------------------- P1
@@ -254,10 +256,11 @@ def p1_dir(tmp_path):
 
 def test_p1_refuses_outputs_that_would_destroy_a_file(p1_dir, p1_ckpt, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "test_pred.csv" / "x" / "test_pred.csv").mkdir(parents=True)
     os.symlink(p1_dir / "0_0.png", tmp_path / "link.csv")
     before = snapshot(p1_dir)
     cases = {p1_dir / "0_0.png": "is one of the input images", tmp_path / "link.csv": "is one of the input images",
-             tmp_path / "notes.txt": "exists and is not a .csv", tmp_path: "is a folder",
+             tmp_path / "notes.txt": "exists and is not a .csv", tmp_path / "test_pred.csv" / "x": "is a folder",
              tmp_path / "new.png": "names an image file", tmp_path / "notes.txt" / "x.csv": "is not a folder"}
     for out, message in cases.items():
         code, _, err = p1(p1_dir, out, p1_ckpt, capsys)
@@ -280,6 +283,47 @@ def test_p1_predicts_every_readable_image_and_names_each_bad_one(p1_dir, p1_ckpt
     rows = read_csv(tmp_path / "pred.csv")
     assert [r["image_id"] for r in rows] == ["0_0.png", "3_1.png", "nolabel.png"]
     assert all(0 <= int(r["label"]) < 50 for r in rows)
+
+
+def test_p1_output_folder_gets_test_pred_csv_as_the_course_calls_it(p1_dir, p1_ckpt, tmp_path, capsys, monkeypatch):
+    """``mkdir -p out && bash hw2_1.sh <images> out``, then the same again; a new folder named with a
+    trailing ``/``; a file named as a folder."""
+    (tmp_path / "out").mkdir()
+    r = hw2("hw2_1.sh", p1_dir, "out", tmp_path, "P1_CKPT", p1_ckpt)
+    assert r.returncode == 0 and "wrote 3 prediction(s) to out/test_pred.csv" in r.stdout, r.stderr
+    assert [r["image_id"] for r in read_csv(tmp_path / "out" / "test_pred.csv")] == ["0_0.png", "3_1.png", "nolabel.png"]
+    monkeypatch.chdir(tmp_path)
+    code, out, err = p1(p1_dir, "out", p1_ckpt, capsys)
+    assert code == 0 and "to out/test_pred.csv" in out, err
+    code, out, err = p1(p1_dir, "new dir/", p1_ckpt, capsys)
+    assert code == 0 and "to new dir/test_pred.csv" in out and ".tmp" not in out + err, err
+    assert len(read_csv(tmp_path / "new dir" / "test_pred.csv")) == 3
+    (tmp_path / "file").write_text("mine")
+    code, _, err = p1(p1_dir, "file/", p1_ckpt, capsys)
+    assert code == 1 and err.count("\n") == 1 and "--output file/" in err and ".tmp" not in err, err
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_p1_never_replaces_a_csv_it_did_not_write(p1_dir, p1_ckpt, tmp_path, capsys):
+    log = tmp_path / "runs" / "x" / "log.csv"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch,train_loss\n1,0.5\n")
+    gt = tmp_path / "gt" / "test_pred.csv"  # ground truth in the prediction format, in the output folder
+    gt.parent.mkdir()
+    gt.write_text("image_id,label\n0_0.png,0\n")
+    r = hw2("hw2_p1.sh", p1_dir, log, tmp_path, "P1_CKPT", p1_ckpt)
+    assert r.returncode == 1 and "log.csv: an existing CSV that p1_test.py did not write (header 'epoch,train_loss')" \
+        in r.stderr and "Traceback" not in r.stderr, r.stderr
+    code, _, err = p1(p1_dir, gt.parent, p1_ckpt, capsys)
+    assert code == 1 and "did not write" in err and "--overwrite" in err
+    assert log.read_text() == "epoch,train_loss\n1,0.5\n" and gt.read_text() == "image_id,label\n0_0.png,0\n"
+    ours = tmp_path / "pred.csv"
+    assert p1(p1_dir, ours, p1_ckpt, capsys)[0] == 0
+    ours.write_bytes(b"\xef\xbb\xbf" + ours.read_bytes().replace(b"\n", b"\r\n"))  # re-saved by a spreadsheet
+    code, _, err = p1(p1_dir, ours, p1_ckpt, capsys)
+    assert code == 1 and "did not write" in err
+    assert p1(p1_dir, gt.parent, p1_ckpt, capsys, "--overwrite")[0] == 0  # asked: replaced
+    assert len(read_csv(gt)) == 3
 
 
 # ---------------------------------------------------------------- the shell entry points
@@ -322,3 +366,31 @@ def test_ctrl_c_during_grading_exits_130_and_a_rerun_finishes(p2_ckpt, tmp_path,
     code, _, err = p2(images, out, p2_ckpt, capsys)
     assert code == 0, err
     assert len([n for n in os.listdir(out) if n.endswith(".png")]) == 60
+
+
+def test_each_course_script_grades_its_own_model(p2_ckpt, tmp_path, capsys):
+    """hw2_2.sh grades the FCN32s and hw2_2_best.sh the FCN8s default checkpoint, through a symbolic link
+    too; a checkpoint of the other model is refused."""
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    save_checkpoint(ckpts / "p2_fcn32s_best.pt", "p2", "fcn32s", {"num_classes": 7, "width": 16})
+    os.symlink(p2_ckpt, ckpts / "p2_fcn8s_best.pt")
+    (tmp_path / "in").mkdir()
+    image(tmp_path / "in" / "0000_sat.jpg", (64, 80))
+    links = tmp_path / "bin"
+    links.mkdir()
+    env = {"HW2_CHECKPOINT_DIR": str(ckpts), "HW2_MANIFEST": str(tmp_path / "manifest.json"), "P2_CKPT": ""}
+    masks = {}
+    for script in ("hw2_2.sh", "hw2_2_best.sh"):
+        os.symlink(os.path.join(ROOT, script), links / script)
+        (tmp_path / script).mkdir()
+        r = subprocess.run(["bash", str(links / script), "in", script], cwd=tmp_path, env={**os.environ, **env},
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        masks[script] = read_mask(str(tmp_path / script / "0000_mask.png"))
+    assert not np.array_equal(masks["hw2_2.sh"], masks["hw2_2_best.sh"])  # two models, two predictions
+    code, _, err = run_main("p2_test", ["--model", "fcn32s", "--checkpoint", str(p2_ckpt), "--images",
+                                        str(tmp_path / "in"), "--output", str(tmp_path / "other"), "--workers", "0"],
+                            capsys)
+    assert code == 1 and "holds fcn8s, but fcn32s is to be graded" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "other").exists()
