@@ -30,9 +30,11 @@ one, or holds a ``report.md`` or figure that this tool did not write (or that wa
 ``--overwrite`` replaces them). Running the same command again replaces the tool's own files.
 """
 import argparse
+import base64
 import csv
 import datetime
 import hashlib
+import html
 import json
 import math
 import os
@@ -51,14 +53,12 @@ from core.fileio import atomic_write_bytes, read_csv, write_json
 from core.runs import NOT_RESTORED
 
 REPORT = "report.md"
+REPORT_HTML = "report.html"  # --html: the same report, figures embedded
 MANIFEST = ".report-files.json"  # what this tool wrote into --output, with each file's sha256
 FIGURES = "figures"
 METRIC = {"p1": "val_acc", "p2": "val_miou"}
 METRIC_TEXT = {"val_acc": "accuracy", "val_miou": "mIoU"}
 TRAIN_SCRIPT = {"p1": "p1_train.py", "p2": "p2_train.py"}
-# Figures a training run draws at its end, in the order the report shows them.
-RUN_FIGURES = {"p1": ("curves.png", "confusion_matrix.png"),
-               "p2": ("epoch_masks_report.png", "epoch_masks.png", "curves.png", "per_class_iou.png")}
 # Settings of the process, not of what is computed (core/runs.py); world_size stays: it sets the global batch.
 PROCESS_KEYS = set(NOT_RESTORED) - {"world_size"}
 SYNTHETIC_MARKER = "synthetic.json"  # written by datasets/synthetic.py at the root of its output
@@ -89,7 +89,10 @@ def load_run(folder, role, problem):
     if os.path.exists(args_path):
         try:
             with open(args_path) as f:
-                run["args"] = json.load(f)
+                saved = json.load(f)
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+            run["args"] = saved
         except (OSError, ValueError) as e:
             run["notes"].append(f"{args_path}: unreadable ({e}); its settings are not reported")
     else:
@@ -109,8 +112,8 @@ def load_run(folder, role, problem):
     try:
         ckpt = checkpoint.load(best_path, problem)
         model = checkpoint.build_model(ckpt, best_path)
-    except CheckpointError as e:
-        run["missing"] = str(e)
+    except (CheckpointError, OSError) as e:
+        run["missing"] = cli.error_message(e)
         return run
     run["ckpt"] = {"path": best_path, "mtime": os.path.getmtime(best_path), "model_name": ckpt["model_name"],
                    "model_kwargs": ckpt["model_kwargs"], "meta": ckpt["meta"], "printout": str(model),
@@ -138,6 +141,8 @@ def best_row(run):
     if saved is not None and not (abs(logged - float(saved)) <= 5e-7 or (math.isnan(logged) and math.isnan(saved))):
         run["notes"].append(f"best.pt records {column} {float(saved):.6f} at epoch {epoch}, but log.csv has "
                             f"{row[column]}: the two files are from different runs")
+    if not 0 <= logged <= 1:
+        run["notes"].append(f"log.csv's {column} at epoch {epoch} is {row[column]}, outside 0..1: the log is damaged")
     higher = [r for r in run["rows"] if number(r.get(column)) > logged]
     if higher:
         run["notes"].append(f"log.csv has a higher {column} ({higher[0][column]} at epoch {higher[0]['epoch']}) "
@@ -156,7 +161,7 @@ def epochs_done(run):
     """``"12 of 40"`` (logged epochs of planned); a note when the run has not finished."""
     last = max(int(number(r.get("epoch"))) if not math.isnan(number(r.get("epoch"))) else 0 for r in run["rows"])
     planned = (run["args"] or {}).get("epochs")
-    if planned is None:
+    if not isinstance(planned, int):
         return f"{last}"
     if last < planned:
         run["notes"].append(f"unfinished: {last} of {planned} epochs logged")
@@ -311,31 +316,31 @@ def read_manifest(output):
         return {}
 
 
-def check_location(output, runs):
-    """Refuse an ``--output`` that is not a folder, or is (or lies inside) one of the run folders."""
+def check_location(output, folders):
+    """Refuse an ``--output`` that is not a folder, or is (or lies inside) one of the run folders
+    (``folders``: ``[(flag, folder)]``)."""
     if os.path.exists(output) and not os.path.isdir(output):
         raise cli.UserError(f"--output {output}: exists and is not a folder")
     out = os.path.realpath(output)
-    for run in runs:
-        if run["folder"] and os.path.isdir(run["folder"]):
-            folder = os.path.realpath(run["folder"])
+    for flag, given in folders:
+        if given and os.path.isdir(given):
+            folder = os.path.realpath(given)
             if out == folder or out.startswith(folder + os.sep):
-                flag = "ablation" if run["role"].startswith("ablation") else run["role"]
                 raise cli.UserError(f"--output {output}: is {'' if out == folder else 'inside '}the run folder "
-                                    f"{run['folder']} (--{flag}); write the report into a folder of its own, "
+                                    f"{given} (--{flag}); write the report into a folder of its own, "
                                     "e.g. --output runs/report")
 
 
-def check_ownership(output, runs, planned, overwrite):
+def check_ownership(output, folders, planned, overwrite):
     """Refuse to write a planned file into a run folder, or over a file this tool did not write
     (or that changed since it wrote it) unless ``overwrite``. Returns the old manifest."""
-    for run in runs:
-        if run["folder"] and os.path.isdir(run["folder"]):
-            folder = os.path.realpath(run["folder"])
+    for flag, given in folders:
+        if given and os.path.isdir(given):
+            folder = os.path.realpath(given)
             clash = [p for p in planned if os.path.realpath(os.path.join(output, p)).startswith(folder + os.sep)]
             if clash:
-                raise cli.UserError(f"--output {output}: {clash[0]} would land in the run folder {run['folder']}; "
-                                    "write the report into a folder of its own")
+                raise cli.UserError(f"--output {output}: {clash[0]} would land in the run folder {given} "
+                                    f"(--{flag}); write the report into a folder of its own")
     manifest = read_manifest(output)
     foreign = []
     for name in planned:
@@ -589,7 +594,7 @@ def p1_section(run, images, figures, warnings):
     link, note = tsne_figure(run, images, figures, warnings)
     lines += ["### 3. t-SNE of the penultimate-layer features", ""] + figure_lines(link, "t-SNE", note) + [""]
     lines += ["### 4. Training curves and confusion matrix", ""]
-    for name, alt in zip(RUN_FIGURES["p1"], ("training curves", "confusion matrix")):
+    for name, alt in (("curves.png", "training curves"), ("confusion_matrix.png", "confusion matrix")):
         link, note = run_figure(run, name, figures, warnings)
         lines += figure_lines(link, alt, note) + [""]
     return lines
@@ -686,7 +691,8 @@ def p2_section(base, imp, ablations, figures, warnings):
         lines.append("")
     parts = ((base, "baseline", 1), (imp, "improved", 3))
     for run, name, n in parts:
-        lines += [f"### {n}. Network architecture of the {name} model", ""]
+        shown = f" (`{run['ckpt']['class_name']}`)" if run["ckpt"] else ""
+        lines += [f"### {n}. Network architecture of the {name} model{shown}", ""]
         lines += missing_block(run) if run["missing"] else architecture(run)
         lines += ["", f"### {n + 1}. Predicted masks of the {name} model by epoch", ""]
         lines += missing_block(run) + [""] if run["missing"] else masks_block(run, figures, warnings)
@@ -734,14 +740,115 @@ def build_report(runs, ablations, images, cache, warnings):
     return "\n".join(lines).rstrip() + "\n", figures
 
 
+# --------------------------------------------------------------------------- HTML
+
+
+HTML_STYLE = """body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;font-size:11pt;line-height:1.45;
+max-width:46em;margin:2em auto;padding:0 1em;color:#1f2328}h1,h2,h3{line-height:1.25}h2{border-bottom:1px solid #d0d7de;
+padding-bottom:.2em;margin-top:1.6em}code{font-family:Menlo,Consolas,monospace;font-size:85%;background:#f3f4f6;
+padding:.1em .3em;border-radius:3px}pre{background:#f6f8fa;padding:.8em;font-size:8pt;line-height:1.3;
+white-space:pre-wrap;word-break:break-all}pre code{background:none;padding:0;font-size:inherit}
+table{border-collapse:collapse;margin:.6em 0;font-size:9pt}th,td{border:1px solid #d0d7de;padding:.25em .5em;
+vertical-align:top}th{background:#f6f8fa}td.r{text-align:right}img{max-width:100%}
+blockquote{margin:.8em 0;padding:.1em 1em;border-left:4px solid #d0d7de;color:#444}
+figure{margin:.8em 0;break-inside:avoid}@media print{body{margin:0;max-width:none}h2,h3{break-after:avoid}}"""
+
+
+def inline_html(text, files):
+    """The inline Markdown this tool writes (code, bold, italics, images) as HTML; images are
+    embedded from ``files`` (name -> PNG bytes) as base64."""
+    codes = []
+
+    def keep(m):
+        codes.append(f"<code>{html.escape(m.group(1))}</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    def image(m):
+        data = files.get(html.unescape(m.group(2)))
+        if data is None:
+            return f"[{m.group(1)}: not found]"
+        return f'<img alt="{m.group(1)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+    text = re.sub(r"`([^`]*)`", keep, text.replace("\\|", "|"))
+    text = html.escape(text, quote=False)
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", image, text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"(?<![*\w])\*(?!\s)(.+?)(?<!\s)\*(?![*\w])", r"<em>\1</em>", text)
+    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
+
+
+def table_cells(line):
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+
+
+def markdown_to_html(text, files, title):
+    """One self-contained HTML page of the Markdown this tool writes: headings, paragraphs, fenced
+    code, tables, block quotes, lists and images (embedded), for printing to PDF from a browser."""
+    out, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+        elif line.startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            out.append(f"<pre><code>{html.escape(chr(10).join(lines[i + 1:j]))}</code></pre>")
+            i = j + 1
+        elif m := re.match(r"(#{1,4}) (.*)", line):
+            n = len(m.group(1))
+            out.append(f"<h{n}>{inline_html(m.group(2), files)}</h{n}>")
+            i += 1
+        elif line.startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            head, align, body = table_cells(lines[i]), table_cells(lines[i + 1]), lines[i + 2:j]
+            right = [a.endswith(":") for a in align]
+            rows = ["<tr>" + "".join(f"<th>{inline_html(c, files)}</th>" for c in head) + "</tr>"]
+            for row in body:
+                rows.append("<tr>" + "".join(f"<td{' class=r' if k < len(right) and right[k] else ''}>"
+                                             f"{inline_html(c, files)}</td>" for k, c in enumerate(table_cells(row)))
+                            + "</tr>")
+            out.append("<table>" + "".join(rows) + "</table>")
+            i = j
+        elif re.match(r"(> |- |\d+\. )", line):
+            kind = line[0] if line[0] in ">-" else "1"
+            j, items = i, []
+            while j < len(lines) and lines[j].strip() and (lines[j].startswith(kind) if kind in ">-" else
+                                                           re.match(r"\d+\. ", lines[j])):
+                items.append(re.sub(r"^(> |- |\d+\. )", "", lines[j]))
+                j += 1
+            if kind == ">":
+                out.append(f"<blockquote><p>{inline_html(' '.join(items), files)}</p></blockquote>")
+            else:
+                tag = "ul" if kind == "-" else "ol"
+                out.append(f"<{tag}>" + "".join(f"<li>{inline_html(t, files)}</li>" for t in items) + f"</{tag}>")
+            i = j
+        elif line.startswith("!["):
+            out.append(f"<figure>{inline_html(line, files)}</figure>")
+            i += 1
+        else:
+            j = i
+            while j < len(lines) and lines[j].strip() and not re.match(r"(```|#|\||> |- |\d+\. |!\[)", lines[j]):
+                j += 1
+            out.append(f"<p>{inline_html(' '.join(lines[i:max(j, i + 1)]), files)}</p>")
+            i = max(j, i + 1)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{HTML_STYLE}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
 # --------------------------------------------------------------------------- main
 
 
-def write_output(output, text, figures, old_manifest):
-    """Write the figures, then ``report.md``, atomically; the manifest lists every file (and its
-    hash) first as pending, so an interrupted write leaves nothing the next run would refuse."""
+def write_output(output, text, figures, old_manifest, with_html):
+    """Write the figures, then ``report.md`` (and ``report.html``), atomically; the manifest lists
+    every file (and its hash) first as pending, so an interrupted write leaves nothing the next
+    run would refuse."""
     files = dict(figures.files)
     files[REPORT] = text.encode()
+    if with_html:
+        files[REPORT_HTML] = markdown_to_html(text, figures.files, "DLCV Homework 2: report").encode()
     pending = {**old_manifest, **{name: None for name in files}}
     write_json(os.path.join(output, MANIFEST), {"files": pending})
     for name, data in files.items():
@@ -756,18 +863,20 @@ def write_output(output, text, figures, old_manifest):
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    folders = [("p1", args.p1), ("baseline", args.baseline), ("improved", args.improved)] + \
+        [("ablation", folder) for folder in args.ablation]
+    check_location(args.output, folders)
+    outputs = [REPORT] + ([REPORT_HTML] if args.html else [])
+    check_ownership(args.output, folders, outputs, args.overwrite)  # before any slow work
     runs = (load_run(args.p1, "p1", "p1"), load_run(args.baseline, "baseline", "p2"),
             load_run(args.improved, "improved", "p2"))
     ablations = [load_run(folder, f"ablation {i}", "p2") for i, folder in enumerate(args.ablation, 1)]
-    check_location(args.output, list(runs) + ablations)
-    check_ownership(args.output, list(runs) + ablations, [REPORT], args.overwrite)  # before any slow work
     warnings = []
     cache = {script: start_help(script) for script in sorted({TRAIN_SCRIPT[r["problem"]] for r in list(runs) + ablations
                                                               if r["args"] and not r["missing"]})}
     text, figures = build_report(runs, ablations, args.p1_images, cache, warnings)
-    old_manifest = check_ownership(args.output, list(runs) + ablations, list(figures.files) + [REPORT],
-                                   args.overwrite)
-    write_output(args.output, text, figures, old_manifest)
+    old_manifest = check_ownership(args.output, folders, list(figures.files) + outputs, args.overwrite)
+    write_output(args.output, text, figures, old_manifest, args.html)
     for run in list(runs) + ablations:
         if run["missing"]:
             print(f"warning: {run['role']} run: {run['missing']}; its section is marked missing", file=sys.stderr)
@@ -775,8 +884,8 @@ def main(argv=None):
             print(f"warning: {run['folder']}: {note}", file=sys.stderr)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"wrote {os.path.join(args.output, REPORT)} and {len(figures.files)} figure(s) in "
-          f"{os.path.join(args.output, FIGURES)}")
+    print(f"wrote {' and '.join(os.path.join(args.output, n) for n in outputs)}, with {len(figures.files)} "
+          f"figure(s) in {os.path.join(args.output, FIGURES)}")
     return 0
 
 
@@ -791,6 +900,9 @@ def get_args_parser(add_help=True):
                    help="validation images for a t-SNE figure the P1 run lacks (default: its args.json data_path "
                         "+ val_50)")
     p.add_argument("--output", default="runs/report", help="folder for report.md and figures/")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: one self-contained file (figures embedded) to print to PDF from a "
+                        "browser")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a report.md or figure in --output that report.py did not write (or that was edited)")
     return p

@@ -1,5 +1,5 @@
 """report.py end to end on tiny runs: a P1 run (width 16, 32x32, 2 epochs) and two P2 runs (width 16,
-no ImageNet weights, 2 epochs) on the session's synthetic data, then the report: every figure link
+no ImageNet weights, 1 epoch) on the session's synthetic data, then the report: every figure link
 resolves, the accuracy and mIoUs in the text are the logged ones, a missing run is reported and
 not fatal, and the output folder rules (never a run folder, never a file the tool did not write).
 """
@@ -15,7 +15,7 @@ from core.fileio import read_csv
 from tests.conftest import ROOT, run_script
 
 P2_TINY = ("--width", "16", "--pretrained", "none", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-           "--epochs", "2", "--snapshot-epochs", "1,2")
+           "--epochs", "1", "--snapshot-epochs", "1")
 
 
 def script(name, *argv, check=True):
@@ -113,17 +113,15 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (out / link).is_file(), link
 
-    # The same command again replaces the tool's own files; an edited report.md is refused
-    # (one line naming it) and left as it is, unless --overwrite.
+    # An edited report.md is refused (one line naming it) and left as it is; once it is the tool's
+    # own again, the same command replaces it.
     (out / "report.md").write_text(text + "\nmy own notes\n")
     r = report(runs, out, p1=partial, improved=tmp_path / "not trained yet", check=False)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: --output ")
     assert "report.md" in r.stderr and "--overwrite" in r.stderr
     assert (out / "report.md").read_text().endswith("my own notes\n")
-    report(runs, out, "--overwrite", p1=partial, improved=tmp_path / "not trained yet")
-    assert (out / "report.md").read_text() == text.replace(text.split("- Report written ")[1].split(" by")[0],
-                                                           (out / "report.md").read_text().split(
-                                                               "- Report written ")[1].split(" by")[0])
+    (out / "report.md").write_text(text)
+    report(runs, out, p1=partial, improved=tmp_path / "not trained yet")  # the same command twice
 
 
 @pytest.mark.parametrize("where", ["run folder", "inside a run folder", "foreign report.md"])
