@@ -109,6 +109,7 @@ def load_run(folder, role, problem):
     if not run["rows"]:
         run["missing"] = f"{log_path}: no epoch logged yet"
         return run
+    run["epochs"] = epochs_done(run)
     try:
         ckpt = checkpoint.load(best_path, problem)
         model = checkpoint.build_model(ckpt, best_path)
@@ -120,7 +121,6 @@ def load_run(folder, role, problem):
                    "class_name": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters())}
     del ckpt, model
     run["best"] = best_row(run)
-    run["epochs"] = epochs_done(run)
     return run
 
 
@@ -514,13 +514,13 @@ def score_sentence(run, what):
 def measured_on(runs, cache):
     """The header: what every number was measured on, and the commands behind each run."""
     lines = ["## What the numbers were measured on", "",
-             "| run | folder | data folder | data kind | device (as given) | precision of validation | processes "
-             "| epochs logged | log.csv last written |", "|---|---|---|---|---|---|---|---|---|"]
+             "| run | folder | data | device, precision of validation, processes | epochs logged (log.csv last "
+             "written) |", "|---|---|---|---|---|"]
     kinds = set()
     for run in runs:
         folder = f"`{cell(run['folder'])}`" if run["folder"] else "(not given)"
         if run["missing"] and not run["args"]:
-            lines.append(f"| {run['role']} | {folder} **missing** | | | | | | | |")
+            lines.append(f"| {run['role']} | {folder} **missing** | | | |")
             continue
         args = run["args"] or {}
         kind, detail = data_kind(args.get("data_path"), run["problem"])
@@ -529,12 +529,13 @@ def measured_on(runs, cache):
         if device == "auto":
             device = "auto (which device it chose is not recorded)"
         ckpt = run["ckpt"]
-        precision = ckpt["meta"].get("precision", "not recorded") if ckpt else "(no best.pt)"
-        epochs = run.get("epochs", "")
-        written = utc(run["log_mtime"]) if "log_mtime" in run else ""
+        precision = ckpt["meta"].get("precision", "precision not recorded") if ckpt else "no best.pt"
+        world = args.get("world_size")
+        processes = f"{world} process{'es' if world != 1 else ''}" if world else "processes not recorded"
+        epochs = f"{run['epochs']} ({utc(run['log_mtime'])})" if "epochs" in run else ""
         lines.append(f"| {run['role']} | {folder}{' **missing**' if run['missing'] else ''} "
-                     f"| `{cell(args.get('data_path', 'not recorded'))}` | **{kind}** ({cell(detail)}) | {cell(device)} "
-                     f"| {cell(precision)} | {args.get('world_size', 'not recorded')} | {epochs} | {written} |")
+                     f"| `{cell(args.get('data_path', 'not recorded'))}`: **{kind}** ({cell(detail)}) "
+                     f"| {cell(device)}, {cell(precision)}, {processes} | {epochs} |")
     recorded = sorted({str(r["args"].get(k)) for r in runs if not r["missing"] and r["args"]
                        for k in ("torch_version", "torch") if r["args"].get(k)})
     torch_line = (f"torch {', '.join(recorded)} (recorded with the runs)" if recorded else
@@ -749,7 +750,7 @@ padding-bottom:.2em;margin-top:1.6em}code{font-family:Menlo,Consolas,monospace;f
 padding:.1em .3em;border-radius:3px}pre{background:#f6f8fa;padding:.8em;font-size:8pt;line-height:1.3;
 white-space:pre-wrap;word-break:break-all}pre code{background:none;padding:0;font-size:inherit}
 table{border-collapse:collapse;margin:.6em 0;font-size:9pt}th,td{border:1px solid #d0d7de;padding:.25em .5em;
-vertical-align:top}th{background:#f6f8fa}td.r{text-align:right}img{max-width:100%}
+vertical-align:top}th{background:#f6f8fa}td.r{text-align:right}td code{word-break:break-all}img{max-width:100%}
 blockquote{margin:.8em 0;padding:.1em 1em;border-left:4px solid #d0d7de;color:#444}
 figure{margin:.8em 0;break-inside:avoid}@media print{body{margin:0;max-width:none}h2,h3{break-after:avoid}}"""
 

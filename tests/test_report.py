@@ -56,7 +56,7 @@ def section(text, start, end=None):
 
 def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
     out = tmp_path / "report"
-    r = report(runs, out, "--ablation", runs / "p2_fcn32s", "--ablation", runs / "no such run")
+    r = report(runs, out, "--ablation", runs / "p2_fcn32s", "--ablation", runs / "no such run", "--html")
     text = (out / "report.md").read_text()
 
     # Every image link is relative and resolves to a file beside report.md; the t-SNE figure,
@@ -87,7 +87,12 @@ def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
     # writes, and it is not official-sized: unknown, not claimed real.
     assert text.count("**unknown** (no synthetic-data marker, and not the official file counts") == 4
     assert "rebuilt from args.json" in text and "--recipe improved" in text and "bash hw2_p2.sh" in text
-    assert "--data-path " + str(runs.parent) not in text or str(runs) in text
+    assert "--lr 0.001 " in text and f"--output-dir {runs / 'p2_fcn8s'}" in text
+    # --html: one self-contained page, every figure embedded.
+    page = (out / "report.html").read_text()
+    sources = re.findall(r'<img alt="[^"]*" src="([^"]{0,30})', page)
+    assert len(sources) == len(links) and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert "](" not in page and "figures/" not in page
 
 
 def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
