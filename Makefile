@@ -10,7 +10,7 @@ P2_CPU := --data-path $(DATA)/p2_data --width 16 --pretrained none --lr 1e-3 --b
 # The report's improved recipe shortened to 16 epochs for the CPU (SGD from epoch 12, not 70).
 P2_SHORT := --epochs 16 --snapshot-epochs 1,8,16
 
-.PHONY: venv test demo demo-data demo-p1 demo-p2 demo-recipes bench clean
+.PHONY: venv test demo demo-data demo-p1 demo-p2 demo-report demo-recipes bench clean
 venv: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt
@@ -24,10 +24,16 @@ test: venv
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no test ran"; exit 1; fi; exit $$rc
 
 # Synthetic data in the official layouts, brief CPU training of both problems, both grading
-# scripts, their scores and every figure, under runs/demo/. SEED=1 make demo for another seed.
+# scripts, their scores and every figure, under runs/demo/, and the report written from those runs
+# (runs/demo/report/report.md). SEED=1 make demo for another seed.
 demo: demo-p1 demo-p2
-	@echo "== demo done (seed $(SEED)): figures and logs under $(DEMO)/"
+	$(MAKE) --no-print-directory demo-report
+	@echo "== demo done (seed $(SEED)): figures and logs under $(DEMO)/, the report in $(DEMO)/report/report.md"
 	@ls $(DEMO)/p1/*.png $(DEMO)/p2_fcn32s/*.png $(DEMO)/p2_fcn8s/*.png
+
+# The homework report from the demo's three runs (make demo runs it last; alone it rewrites the report).
+demo-report: venv
+	$(PY) report.py --p1 $(DEMO)/p1 --baseline $(DEMO)/p2_fcn32s --improved $(DEMO)/p2_fcn8s --output $(DEMO)/report
 
 demo-data: venv
 	$(PY) -m datasets.synthetic --out $(DATA)

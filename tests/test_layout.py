@@ -5,7 +5,7 @@ import os
 
 from tests.conftest import ROOT
 
-ENTRY_POINTS = {"p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_evaluate", "bench"}
+ENTRY_POINTS = {"p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_evaluate", "bench", "report"}
 PACKAGES = ("core", "datasets", "models", "tests")
 
 

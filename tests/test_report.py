@@ -1,0 +1,148 @@
+"""report.py end to end on tiny runs: a P1 run (width 16, 32x32, 2 epochs) and two P2 runs (width 16,
+no ImageNet weights, 1 epoch) on the session's synthetic data, then the report: every figure link
+resolves, the accuracy and mIoUs in the text are the logged ones, a missing run is reported and
+not fatal, and the output folder rules (never a run folder, never a file the tool did not write).
+"""
+import json
+import os
+import re
+import shutil
+import sys
+
+import pytest
+
+from core.fileio import read_csv
+from tests.conftest import ROOT, run_script
+
+P2_TINY = ("--width", "16", "--pretrained", "none", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+           "--epochs", "1", "--snapshot-epochs", "1")
+
+
+def script(name, *argv, check=True):
+    r = run_script(sys.executable, os.path.join(ROOT, name), *map(str, argv), cwd=ROOT)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_data, tmp_path_factory):
+    base = tmp_path_factory.mktemp("report")
+    cache = base / "cache"
+    script("p1_train.py", "--data-path", synthetic_data / "p1_data", "--output-dir", base / "p1", "--width", "16",
+           "--img-size", "32", "--epochs", "2", "--batch-size", "25", "--optimizer", "adam", "--lr", "1e-3",
+           "--lr-schedule", "none", "--workers", "0", "--device", "cpu", "--cache-dir", cache)
+    for recipe, folder in (("baseline", "p2_fcn32s"), ("improved", "p2_fcn8s")):
+        script("p2_train.py", "--recipe", recipe, "--data-path", synthetic_data / "p2_data", "--output-dir",
+               base / folder, "--cache-dir", cache, "--lr", "1e-3", *P2_TINY)
+    return base
+
+
+def report(base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s", check=True):
+    return script("report.py", "--p1", base / p1, "--baseline", base / baseline, "--improved", base / improved,
+                  "--output", output, *extra, check=check)
+
+
+def best(log_csv, column):
+    """The best logged value of ``column`` as the log writes it (the first epoch of ties)."""
+    rows = read_csv(log_csv)
+    return max(rows, key=lambda r: (float(r[column]), -int(r["epoch"])))
+
+
+def section(text, start, end=None):
+    body = text.split(start, 1)[1]
+    return body.split(end, 1)[0] if end else body
+
+
+def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
+    out = tmp_path / "report"
+    r = report(runs, out, "--ablation", runs / "p2_fcn32s", "--ablation", runs / "no such run", "--html")
+    text = (out / "report.md").read_text()
+
+    # Every image link is relative and resolves to a file beside report.md; the t-SNE figure,
+    # which the P1 run lacks, was made by p1_tsne.py.
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 11 and "figures/p1-tsne.png" in links
+    for link in links:
+        assert not os.path.isabs(link) and (out / link).is_file(), link
+    assert not (runs / "p1" / "tsne.png").exists()  # the run folder is only read
+
+    # P1: the best accuracy and its epoch, as logged.
+    p1 = best(runs / "p1" / "log.csv", "val_acc")
+    assert f"**{p1['val_acc']}**, at epoch {p1['epoch']} " in section(text, "## Problem 1", "## Problem 2")
+    # P2: both mIoUs and every per-class IoU of the best epoch, as logged.
+    p2 = section(text, "### 5. Validation mIoU", "### What differs")
+    rows = [best(runs / name / "log.csv", "val_miou") for name in ("p2_fcn32s", "p2_fcn8s")]
+    assert f"baseline model on the validation set is **{rows[0]['val_miou']}** (epoch {rows[0]['epoch']}," in p2
+    assert f"improved model on the validation set is **{rows[1]['val_miou']}** (epoch {rows[1]['epoch']}," in p2
+    for cls in ("urban", "agriculture", "rangeland", "forest", "water", "barren"):
+        assert f"| {cls} | {rows[0]['iou_' + cls] or 'absent'} | {rows[1]['iou_' + cls] or 'absent'} |" in p2
+    # Settings that differ, and the ablation table with its difference to improved.
+    assert "| `--model` | `fcn32s` | `fcn8s` |" in text and "| `--loss` | `ce` | `focal` |" in text
+    delta = float(rows[0]["val_miou"]) - float(rows[1]["val_miou"])
+    assert f"| {rows[0]['val_miou']} ({rows[0]['epoch']}) | {delta:+.6f} |" in text
+    assert "**missing:**" in section(text, "### Ablations") and "no such run" in r.stderr
+    # The header: data kind, the commands (rebuilt, and able to run), the grading commands.
+    # The session's data is made by generate() without the marker `python -m datasets.synthetic`
+    # writes, and it is not official-sized: unknown, not claimed real.
+    assert text.count("**unknown** (no synthetic-data marker, and not the official file counts") == 4
+    assert "rebuilt from args.json" in text and "--recipe improved" in text and "bash hw2_p2.sh" in text
+    assert "--lr 0.001 " in text and f"--output-dir {runs / 'p2_fcn8s'}" in text
+    # --html: one self-contained page, every figure embedded.
+    page = (out / "report.html").read_text()
+    sources = re.findall(r'<img alt="[^"]*" src="([^"]{0,30})', page)
+    assert len(sources) == len(links) and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert "](" not in page and "figures/" not in page
+
+
+def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
+    partial = tmp_path / "p1 without best.pt"
+    partial.mkdir()
+    shutil.copy(runs / "p1" / "log.csv", partial / "log.csv")
+    marked = tmp_path / "synthetic"  # data made by `python -m datasets.synthetic`, which leaves its marker
+    (marked / "p1_data").mkdir(parents=True)
+    (marked / "synthetic.json").write_text('{"seed": 3}')
+    args = json.loads((runs / "p1" / "args.json").read_text())
+    (partial / "args.json").write_text(json.dumps({**args, "data_path": str(marked / "p1_data")}))
+    out = tmp_path / "report"
+    r = report(runs, out, p1=partial, improved=tmp_path / "not trained yet")
+    assert r.returncode == 0
+    text = (out / "report.md").read_text()
+    assert "best.pt: checkpoint not found" in section(text, "## Problem 1", "## Problem 2")
+    assert "**synthetic** (marker" in text and "seed 3" in text and "Synthetic data." in text
+    assert "not trained yet: no such folder" in section(text, "### 3. Network architecture of the improved")
+    baseline = best(runs / "p2_fcn32s" / "log.csv", "val_miou")["val_miou"]
+    assert f"baseline model on the validation set is **{baseline}**" in text
+    assert re.search(r"warning: p1 run: .*best\.pt: checkpoint not found", r.stderr)
+    assert re.search(r"warning: improved run: .*not trained yet: no such folder", r.stderr)
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (out / link).is_file(), link
+
+    # An edited report.md is refused (one line naming it) and left as it is; once it is the tool's
+    # own again, the same command replaces it.
+    (out / "report.md").write_text(text + "\nmy own notes\n")
+    r = report(runs, out, p1=partial, improved=tmp_path / "not trained yet", check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: --output ")
+    assert "report.md" in r.stderr and "--overwrite" in r.stderr
+    assert (out / "report.md").read_text().endswith("my own notes\n")
+    (out / "report.md").write_text(text)
+    report(runs, out, p1=partial, improved=tmp_path / "not trained yet")  # the same command twice
+
+
+@pytest.mark.parametrize("where", ["run folder", "inside a run folder", "foreign report.md"])
+def test_output_that_would_clobber_is_refused(runs, tmp_path, where):
+    if where == "run folder":
+        out = runs / "p2_fcn8s"
+    elif where == "inside a run folder":
+        out = runs / "p1" / "report"
+    else:
+        out = tmp_path / "notes"
+        out.mkdir()
+        (out / "report.md").write_text("a student's own report\n")
+    before = sorted(os.listdir(out)) if out.exists() else None
+    r = report(runs, out, check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: --output {out}")
+    assert "Traceback" not in r.stderr
+    assert (sorted(os.listdir(out)) if out.exists() else None) == before
+    if where == "foreign report.md":
+        assert (out / "report.md").read_text() == "a student's own report\n"
