@@ -118,6 +118,18 @@ def test_p2_full_disk_names_the_mask_and_a_rerun_finishes(ckpt, tmp_path, capsys
     assert len(os.listdir(out)) == 5
 
 
+def test_p2_temporary_files_of_a_killed_run_never_fail_a_later_one(ckpt, tmp_path, capsys):
+    images, out = folder(tmp_path / "v", ["0000"]), tmp_path / "out"
+    out.mkdir()
+    old, fresh = out / f"{fileio.TMP_PREFIX}{'a' * 16}", out / f"{fileio.TMP_PREFIX}{'b' * 16}"
+    old.write_bytes(b"half a png")
+    fresh.write_bytes(b"half a png")
+    os.utime(old, (0, 0))  # killed long ago: removed; a fresh one may be a running writer's: kept
+    code, _, err = p2(images, out, ckpt, capsys)
+    assert code == 0 and sorted(os.listdir(out)) == [".p2_test.json", fresh.name, "0000_mask.png"]
+    assert "holds 1 temporary file(s) of a run that was killed or is running" in err and "other file" not in err
+
+
 def test_p2_window_that_cannot_fit_is_refused_before_allocating(ckpt, tmp_path, capsys, monkeypatch):
     images = folder(tmp_path / "v", ["0000", "0001"])
     code, _, err = p2(images, tmp_path / "o", ckpt, capsys, "--window", "100000")
