@@ -21,6 +21,7 @@ import time
 
 
 TMP_PREFIX = ".tmp-"
+ORPHAN_AGE = 3600  # seconds: a temporary file this old belongs to no live writer
 
 
 def temporary_name(folder, suffix=""):
@@ -34,7 +35,7 @@ def is_temporary(name):
     return bool(re.fullmatch(re.escape(TMP_PREFIX) + r"[0-9a-f]{16}(\.[a-z]+)?", name))
 
 
-def remove_orphans(folder, names, age=3600):
+def remove_orphans(folder, names, age=ORPHAN_AGE):
     """Remove the temporary files among ``names`` of ``folder`` older than ``age`` seconds:
     left by a killed process (a live writer's are seconds old). Returns the names left."""
     left = []

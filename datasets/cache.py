@@ -10,7 +10,7 @@ The cache is never a reason to fail. An entry that does not match its record (a 
 ``.npy``, a garbage header, an empty or unreadable ``.json``) is named in a warning and built
 again. A cache that cannot be written (a full disk, a read-only folder) is named in a
 warning; the arrays are then used from memory and no partial file is left behind. A
-temporary file left by a killed build is removed by the next build of the same folder.
+temporary file left by a killed build is removed by a later build an hour on.
 """
 import contextlib
 import hashlib
@@ -22,8 +22,6 @@ import numpy as np
 
 from core.cli import error_message
 from core.fileio import is_temporary, naming, remove_orphans, removed_on_error, temporary_name
-
-ORPHAN_AGE = 3600  # seconds: a temporary file this old belongs to no live build
 
 
 def fingerprint(root, names, tag):
@@ -90,7 +88,7 @@ def _remove_leftovers(cache_dir, tag, key):
         if old.startswith(f"{tag}-") and not old.startswith(f"{tag}-{key}"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(cache_dir, old))
-    remove_orphans(cache_dir, [n for n in names if is_temporary(n)], ORPHAN_AGE)
+    remove_orphans(cache_dir, [n for n in names if is_temporary(n)])
 
 
 def cached_arrays(cache_dir, root, names, tag, build):
