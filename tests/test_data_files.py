@@ -237,6 +237,12 @@ def test_entries_that_are_not_files_in_training_and_scoring(tmp_path, capsys):
         P1Images(str(train), progress=False)
     assert "2_0.png: not a readable image (a FIFO" in str(e.value) and "3_0.png: not a readable image (a folder" \
         in str(e.value)
+    tiles = folder(tmp_path / "tiles", ["0000"])
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tiles / "0000_mask.png")
+    image(tiles / "0001_sat.jpg", size=(40, 48))
+    os.mkfifo(tiles / "0001_mask.png")
+    with pytest.raises(DataError, match="0001_mask.png: not a readable image \\(a FIFO"):
+        P2Tiles(str(tiles), progress=False)
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()
