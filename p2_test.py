@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from core import cli, hub
 from core.checkpoint import CheckpointError, load_model
-from core.fileio import atomic_write_bytes, write_json
+from core.fileio import atomic_write_bytes, is_temporary, remove_orphans, write_json
 from core.metrics import ConfusionMatrix
 from core.runtime import inference_dtype, resolve_device
 from core.sliding_window import WEIGHTINGS, available_bytes, native_window, predict_masks, window_bytes
@@ -127,7 +127,12 @@ class OutputFolder:
                 f"--output {folder}: {len(foreign)} mask(s) there were not written by this script (ground truth?); "
                 "pass --overwrite to replace them, or choose another folder:",
                 [os.path.join(folder, n) for n in foreign]))
-        others = sorted(set(list_dir(folder)) - set(names) - {MARKER})
+        listed = list_dir(folder)
+        temporary = remove_orphans(folder, [n for n in listed if is_temporary(n)])  # a killed run's, an hour on
+        if temporary:
+            print(f"warning: --output {folder} holds {len(temporary)} temporary file(s) of a run that was killed or "
+                  f"is running (e.g. {temporary[0]}); they are removed by a run an hour from now", file=sys.stderr)
+        others = sorted(set(listed) - set(names) - {MARKER} - {n for n in listed if is_temporary(n)})
         if others:
             print(f"warning: --output {folder} already holds {len(others)} other file(s) (e.g. {others[0]}); they are "
                   "left alone, but mean_iou_evaluate.py reports any other .png there as unpaired", file=sys.stderr)

@@ -15,16 +15,40 @@ import errno
 import io
 import json
 import os
+import re
 import secrets
+import time
 
 
 TMP_PREFIX = ".tmp-"
+ORPHAN_AGE = 3600  # seconds: a temporary file this old belongs to no live writer
 
 
 def temporary_name(folder, suffix=""):
     """A fresh temporary path in ``folder``: 21 characters plus ``suffix``, whatever the name it
     stands for (a user's 255-byte name has no room for ``.<name>.tmp<pid>``)."""
     return os.path.join(folder, f"{TMP_PREFIX}{secrets.token_hex(8)}{suffix}")
+
+
+def is_temporary(name):
+    """Whether ``name`` is one of ``temporary_name``'s names (of this or a killed process)."""
+    return bool(re.fullmatch(re.escape(TMP_PREFIX) + r"[0-9a-f]{16}(\.[a-z]+)?", name))
+
+
+def remove_orphans(folder, names, age=ORPHAN_AGE):
+    """Remove the temporary files among ``names`` of ``folder`` older than ``age`` seconds:
+    left by a killed process (a live writer's are seconds old). Returns the names left."""
+    left = []
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            if time.time() - os.lstat(path).st_mtime > age:
+                os.remove(path)
+                continue
+        except OSError:
+            pass
+        left.append(name)
+    return left
 
 
 def naming(e, path):

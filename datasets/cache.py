@@ -10,22 +10,18 @@ The cache is never a reason to fail. An entry that does not match its record (a 
 ``.npy``, a garbage header, an empty or unreadable ``.json``) is named in a warning and built
 again. A cache that cannot be written (a full disk, a read-only folder) is named in a
 warning; the arrays are then used from memory and no partial file is left behind. A
-temporary file left by a killed build is removed by the next build of the same folder.
+temporary file left by a killed build is removed by a later build an hour on.
 """
 import contextlib
 import hashlib
 import json
 import os
-import re
 import sys
-import time
 
 import numpy as np
 
 from core.cli import error_message
-from core.fileio import TMP_PREFIX, naming, removed_on_error, temporary_name
-
-ORPHAN_AGE = 3600  # seconds: a temporary file this old belongs to no live build
+from core.fileio import is_temporary, naming, remove_orphans, removed_on_error, temporary_name
 
 
 def fingerprint(root, names, tag):
@@ -86,22 +82,13 @@ def _load(prefix):
 
 def _remove_leftovers(cache_dir, tag, key):
     """Drop stale entries of the same folder and tag, and the temporary files of builds that
-    died (``temporary_name``'s pattern, older than ``ORPHAN_AGE``: a live build's are newer)."""
-    orphan_name = re.compile(re.escape(TMP_PREFIX) + r"[0-9a-f]{16}(\.npy)?")
-    for old in os.listdir(cache_dir):
-        path = os.path.join(cache_dir, old)
-        stale = old.startswith(f"{tag}-") and not old.startswith(f"{tag}-{key}")
-        orphan = orphan_name.fullmatch(old) and _older_than(path, ORPHAN_AGE)
-        if stale or orphan:
+    died (``core.fileio.remove_orphans``)."""
+    names = os.listdir(cache_dir)
+    for old in names:
+        if old.startswith(f"{tag}-") and not old.startswith(f"{tag}-{key}"):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-
-
-def _older_than(path, seconds):
-    try:
-        return time.time() - os.lstat(path).st_mtime > seconds
-    except OSError:
-        return False
+                os.remove(os.path.join(cache_dir, old))
+    remove_orphans(cache_dir, [n for n in names if is_temporary(n)])
 
 
 def cached_arrays(cache_dir, root, names, tag, build):

@@ -74,12 +74,13 @@ def test_p2_long_names_fit_and_a_name_too_long_costs_only_itself(ckpt, tmp_path,
     assert not leftovers(out)
 
 
-def test_p2_entries_named_like_images_that_are_not_files(ckpt, tmp_path, capsys):
+def test_p2_entries_named_like_images_that_are_not_files(ckpt, tmp_path, capsys, monkeypatch):
     images, out = folder(tmp_path / "v", ["good"]), tmp_path / "out"
     (images / "dir_sat.jpg").mkdir()
     os.mkfifo(images / "fifo_sat.jpg")  # opening it would block forever
     sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(images / "sock_sat.jpg"))
+    monkeypatch.chdir(images)  # a relative name: a socket's path is limited to 108 bytes
+    sock.bind("sock_sat.jpg")
     os.symlink(images / "gone", images / "link_sat.jpg")
     os.symlink("loop_sat.jpg", images / "loop_sat.jpg")
     try:
@@ -116,6 +117,18 @@ def test_p2_full_disk_names_the_mask_and_a_rerun_finishes(ckpt, tmp_path, capsys
     assert not leftovers(out) and sorted(os.listdir(out)) == [".p2_test.json", "0000_mask.png", "0001_mask.png"]
     assert p2(images, out, ckpt, capsys)[0] == 0  # its own masks, claimed before the disk filled
     assert len(os.listdir(out)) == 5
+
+
+def test_p2_temporary_files_of_a_killed_run_never_fail_a_later_one(ckpt, tmp_path, capsys):
+    images, out = folder(tmp_path / "v", ["0000"]), tmp_path / "out"
+    out.mkdir()
+    old, fresh = out / f"{fileio.TMP_PREFIX}{'a' * 16}", out / f"{fileio.TMP_PREFIX}{'b' * 16}"
+    old.write_bytes(b"half a png")
+    fresh.write_bytes(b"half a png")
+    os.utime(old, (0, 0))  # killed long ago: removed; a fresh one may be a running writer's: kept
+    code, _, err = p2(images, out, ckpt, capsys)
+    assert code == 0 and sorted(os.listdir(out)) == [".p2_test.json", fresh.name, "0000_mask.png"]
+    assert "holds 1 temporary file(s) of a run that was killed or is running" in err and "other file" not in err
 
 
 def test_p2_window_that_cannot_fit_is_refused_before_allocating(ckpt, tmp_path, capsys, monkeypatch):
@@ -225,6 +238,12 @@ def test_entries_that_are_not_files_in_training_and_scoring(tmp_path, capsys):
         P1Images(str(train), progress=False)
     assert "2_0.png: not a readable image (a FIFO" in str(e.value) and "3_0.png: not a readable image (a folder" \
         in str(e.value)
+    tiles = folder(tmp_path / "tiles", ["0000"])
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tiles / "0000_mask.png")
+    image(tiles / "0001_sat.jpg", size=(40, 48))
+    os.mkfifo(tiles / "0001_mask.png")
+    with pytest.raises(DataError, match="0001_mask.png: not a readable image \\(a FIFO"):
+        P2Tiles(str(tiles), progress=False)
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     gt.mkdir()
     pred.mkdir()
