@@ -204,17 +204,19 @@ def test_scripts_show_their_own_usage(script, tmp_path):
     assert snapshot(tmp_path) == {}
 
 
-def test_fp16_export_is_half_the_size_and_predicts_alike(fcn8s, tmp_path, capsys):
-    half = tmp_path / "half.pt"
-    assert hub.cli.run(hub.main, ["export-fp16", str(fcn8s), str(half)]) == 0
-    assert half.stat().st_size < 0.55 * fcn8s.stat().st_size
-    assert hub.cli.run(hub.main, ["export-fp16", str(fcn8s), str(half)]) == 1  # never over an existing file
+def test_fp16_export_is_half_the_size_and_predicts_alike(tmp_path, capsys):
+    full, half = tmp_path / "p1.pt", tmp_path / "half.pt"
+    save_checkpoint(full, "p1", "classifier", {"num_classes": 50, "width": 16, "img_size": 32})
+    assert hub.cli.run(hub.main, ["export-fp16", str(full), str(half)]) == 0
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    assert hub.cli.run(hub.main, ["export-fp16", str(full), str(half)]) == 1  # never over an existing file
     assert "exists" in capsys.readouterr().err
-    x = torch.rand(1, 3, 512, 512)
+    x = torch.rand(64, 3, 32, 32)
     with torch.no_grad():
-        ref, low = (checkpoint.load_model(str(p), "p2", torch.device("cpu"))[0](x).argmax(1) for p in (fcn8s, half))
-    assert (ref == low).float().mean() > 0.99
-    big = checkpoint.load(str(fcn8s))
+        ref, low = (checkpoint.load_model(str(p), "p1", torch.device("cpu"))[0](x) for p in (full, half))
+    torch.testing.assert_close(low, ref, rtol=0, atol=2e-2 * float(ref.abs().max()))
+    assert (ref.argmax(1) == low.argmax(1)).float().mean() > 0.9
+    big = checkpoint.load(str(full))
     name = next(k for k in big["model"] if k.endswith("running_var"))
     big["model"][name] = big["model"][name] + 1e6  # e.g. raw 0..255 inputs: variances past float16's 65504
     checkpoint.save(big, str(tmp_path / "big.pt"))
