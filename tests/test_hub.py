@@ -166,8 +166,16 @@ def test_a_missing_default_without_a_manifest_entry_says_what_to_do(hub_env, ima
 
 def test_add_refuses_what_is_not_the_named_model(fcn8s, hub_env, tmp_path, capsys):
     fcn32s = save_checkpoint(tmp_path / "fcn32s.pt", "p2", "fcn32s", {"num_classes": 7, "width": 16})
-    for argv, message in ((["add", "p2_fcn8s_best.pt", str(fcn32s), "--url", "https://x/y.pt"], "holds fcn32s"),
-                          (["add", "p1_best.pt", str(fcn8s), "--url", "https://x/y.pt"], "is a p2 checkpoint"),
+    inference = checkpoint.load(str(fcn8s))
+    model = checkpoint.build_model(inference)
+    training = checkpoint.training_state(inference, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                         lr_scheduler=None, scaler=None, phase=0, epoch=1, best_score=0.0, args={},
+                                         rng=[], world_size=1)
+    checkpoint.save(training, str(tmp_path / "last.pt"))
+    url = ["--url", "https://x/y.pt"]
+    for argv, message in ((["add", "p2_fcn8s_best.pt", str(tmp_path / "last.pt"), *url], "is a training checkpoint"),
+                          (["add", "p2_fcn8s_best.pt", str(fcn32s), *url], "holds fcn32s"),
+                          (["add", "p1_best.pt", str(fcn8s), *url], "is a p2 checkpoint"),
                           (["add", "p2_fcn8s_best.pt", str(fcn8s), "--url", "ftp://x/y.pt"], "--url ftp://x/y.pt")):
         code = hub.cli.run(hub.main, argv, expected=(hub.CheckpointError,))
         err = capsys.readouterr().err
