@@ -1,19 +1,22 @@
 """Default checkpoints that fetch themselves (``core/hub.py``), against an HTTP server on 127.0.0.1
 that each test starts: nothing leaves the machine, and the tracked manifest is never touched
 (``$HW2_MANIFEST`` and ``$HW2_CHECKPOINT_DIR`` point at temporary copies)."""
+import contextlib
 import hashlib
 import http.server
 import os
 import shutil
 import subprocess
 import sys
+import signal
 import threading
+import time
 
 import pytest
 import torch
 
 from core import checkpoint, hub
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_sigint
 from tests.test_grading import image, read_mask, run_main, save_checkpoint, snapshot
 
 
@@ -29,6 +32,15 @@ class Server(http.server.ThreadingHTTPServer):
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.requests.append(self.path)
+        if self.path == "/slow.pt":  # a trickle that outlasts any test: something to interrupt
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for _ in range(600):
+                    self.wfile.write(b"x" * 1024)
+                    time.sleep(0.1)
+            return
         cut = self.path.startswith("/cut/")
         data = self.server.files.get(self.path[4:] if cut else self.path)
         if data is None:
@@ -143,6 +155,21 @@ def test_a_bad_download_is_one_line_and_leaves_nothing(server, fcn8s, hub_env, i
     assert ".download" not in err and ".partial" not in err and "Traceback" not in err
     assert os.listdir(hub_env["HW2_CHECKPOINT_DIR"]) == []  # no partial, no bad file
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_a_download_leaves_nothing(server, hub_env, images, tmp_path):
+    write_entry(f"{server.url}/slow.pt", b"x" * 1000)
+    proc = subprocess.Popen(["bash", os.path.join(ROOT, "hw2_2_best.sh"), str(images), str(tmp_path / "out")],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, preexec_fn=default_sigint)
+    folder, deadline = hub_env["HW2_CHECKPOINT_DIR"], time.time() + 120
+    while not (os.path.isdir(folder) and os.listdir(folder)) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(folder), "the download never started"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert os.listdir(folder) == [] and not (tmp_path / "out").exists()
 
 
 def test_a_checkpoint_given_is_never_downloaded(server, fcn8s, hub_env, images, tmp_path, capsys, monkeypatch):
