@@ -3,7 +3,7 @@
     cli            the flags P1 and P2 share, argument types, the exit convention
     distributed    torchrun/SLURM set-up, rank-0 printing, samplers, DDP wrapping
     runtime        device choice, seeds, AMP, RNG state, torch.compile
-    fileio         atomic file writes (bytes, JSON, CSV, the epoch log), run-folder lock
+    fileio         atomic file writes (bytes, JSON, CSV, the epoch log), run-folder lock, WrittenFiles
     checkpoint     the checkpoint format: build, save, load, check, rebuild the model
     engine         train_one_epoch / evaluate (the epoch loop lives in each script), map_batches
     losses         focal loss and the criterion a run asks for
@@ -13,5 +13,6 @@
     sliding_window the one P2 predictor: windows of any image, blended, bounded memory
     plots          every figure
     pretrained     find and read ImageNet VGG16(-BN) weights (never downloads)
+    hub            default checkpoints: the manifest, its publish command, the checked download
     course_grader  the course's own mIoU code, kept verbatim as a reference for tests and bench
 """
