@@ -28,6 +28,9 @@ its section, a warning names it, and the rest of the report is still written (ex
 (``error: ...``) only when nothing can be written: ``--output`` is a run folder or lies inside
 one, or holds a ``report.md`` or figure that this tool did not write (or that was edited since;
 ``--overwrite`` replaces them). Running the same command again replaces the tool's own files.
+
+``--html`` also writes ``report.html``: the same report as one self-contained page (figures
+embedded as base64), to print to PDF from a browser.
 """
 import argparse
 import base64
@@ -185,7 +188,7 @@ def data_kind(data_path, problem):
                 detail = ""
             return "synthetic", f"marker `{marker}`" + (f": {detail}" if detail else "")
     if not os.path.isdir(data_path):
-        return "unknown", "the folder is not on this machine"
+        return "unknown", f"the folder is not found from {os.getcwd()}"
     counts = {split: len([n for n in os.listdir(os.path.join(data_path, split)) if n.endswith(suffix)])
               if os.path.isdir(os.path.join(data_path, split)) else 0
               for split, (suffix, _) in OFFICIAL_COUNTS[problem].items()}
@@ -511,6 +514,11 @@ def score_sentence(run, what):
             f"`{run['folder']}/log.csv`, column `{column}`, the epoch `best.pt` holds)."]
 
 
+def title(run):
+    """The run's name in the report: P1, P2 baseline, P2 improved, ablation N."""
+    return {"p1": "P1", "baseline": "P2 baseline", "improved": "P2 improved"}.get(run["role"], run["role"])
+
+
 def measured_on(runs, cache):
     """The header: what every number was measured on, and the commands behind each run."""
     lines = ["## What the numbers were measured on", "",
@@ -520,7 +528,7 @@ def measured_on(runs, cache):
     for run in runs:
         folder = f"`{cell(run['folder'])}`" if run["folder"] else "(not given)"
         if run["missing"] and not run["args"]:
-            lines.append(f"| {run['role']} | {folder} **missing** | | | |")
+            lines.append(f"| {title(run)} | {folder} **missing** | | | |")
             continue
         args = run["args"] or {}
         kind, detail = data_kind(args.get("data_path"), run["problem"])
@@ -533,7 +541,7 @@ def measured_on(runs, cache):
         world = args.get("world_size")
         processes = f"{world} process{'es' if world != 1 else ''}" if world else "processes not recorded"
         epochs = f"{run['epochs']} ({utc(run['log_mtime'])})" if "epochs" in run else ""
-        lines.append(f"| {run['role']} | {folder}{' **missing**' if run['missing'] else ''} "
+        lines.append(f"| {title(run)} | {folder}{' **missing**' if run['missing'] else ''} "
                      f"| `{cell(args.get('data_path', 'not recorded'))}`: **{kind}** ({cell(detail)}) "
                      f"| {cell(device)}, {cell(precision)}, {processes} | {epochs} |")
     recorded = sorted({str(r["args"].get(k)) for r in runs if not r["missing"] and r["args"]
@@ -555,7 +563,7 @@ def measured_on(runs, cache):
         if run["missing"] or not run["args"]:
             continue
         command, how = run_command(run, cache)
-        commands += [f"{run['role']} (`{run['folder']}`), {how}:", ""] + code_block(command, "bash") + [""]
+        commands += [f"{title(run)} (`{run['folder']}`), {how}:", ""] + code_block(command, "bash") + [""]
     if commands:
         lines += ["", "### Commands that produced the runs", ""] + commands
     grading = grading_commands(runs)
@@ -613,7 +621,8 @@ def masks_block(run, figures, warnings):
         lines += figure_lines(link, "predicted masks by epoch") + [""]
         more, _ = run_figure(run, "epoch_masks.png", figures, warnings)
         if more:
-            lines += ["With each image and its ground truth:", ""] + figure_lines(more, "masks with ground truth") + [""]
+            lines += ["With each image and its ground truth:", ""]
+            lines += figure_lines(more, "masks with ground truth") + [""]
         return lines
     table = snapshot_table(run, figures)
     return lines + (table if table else [f"*{note}; the run has no `snapshots/` either.*"]) + [""]
@@ -664,7 +673,8 @@ def ablation_table(imp, ablations):
     lines += [f"Each run against the improved run (`{imp['folder']}`"
               + (f", mIoU {imp['best']['val_miou']}" if ref is not None else ", missing") + "): the settings in which "
               "it differs, its best validation mIoU and the difference (ablation minus improved, from the two logged "
-              "values).", "", "| run | differs from improved | best mIoU (epoch) | minus improved |", "|---|---|---|---:|"]
+              "values).", "", "| run | differs from improved | best mIoU (epoch) | minus improved |",
+              "|---|---|---|---:|"]
     for run in ablations:
         if run["missing"]:
             lines.append(f"| `{cell(run['folder'])}` | **missing:** {cell(run['missing'])} | | |")
