@@ -186,7 +186,7 @@ def data_kind(data_path, problem):
                 detail = ", ".join(f"{k} {v}" for k, v in params.items()) if isinstance(params, dict) else ""
             except (OSError, ValueError):
                 detail = ""
-            return "synthetic", f"marker `{marker}`" + (f": {detail}" if detail else "")
+            return "synthetic", f"`{marker}`" + (f": {detail}" if detail else "")
     if not os.path.isdir(data_path):
         return "unknown", f"the folder is not found from {os.getcwd()}"
     counts = {split: len([n for n in os.listdir(os.path.join(data_path, split)) if n.endswith(suffix)])
@@ -263,7 +263,8 @@ def run_command(run, cache):
         how = "rebuilt from args.json (no command is recorded with the run)"
         items = options
     first = [k for k in ("recipe",) if k in items and k in args]
-    for key in first + sorted(k for k in items if k not in first and k in args):
+    # --overwrite only removed an earlier run from the folder; pasted again it would delete this one.
+    for key in first + sorted(k for k in items if k not in first and k in args and k != "overwrite"):
         flag, takes_value, negatable = items[key]
         value = args[key]
         if isinstance(value, bool) and not takes_value:
@@ -479,7 +480,7 @@ def cell(value):
 def setting(value):
     if value is None:
         return "(not set)"
-    return f"`{cell(json.dumps(value) if isinstance(value, (list, dict)) else value)}`"
+    return f"`{cell(json.dumps(value) if isinstance(value, dict) else value_text(value))}`"
 
 
 def missing_block(run):
@@ -524,7 +525,7 @@ def measured_on(runs, cache):
     lines = ["## What the numbers were measured on", "",
              "| run | folder | data | device, precision of validation, processes | epochs logged (log.csv last "
              "written) |", "|---|---|---|---|---|"]
-    kinds = set()
+    kinds, markers = set(), {}
     for run in runs:
         folder = f"`{cell(run['folder'])}`" if run["folder"] else "(not given)"
         if run["missing"] and not run["args"]:
@@ -533,9 +534,12 @@ def measured_on(runs, cache):
         args = run["args"] or {}
         kind, detail = data_kind(args.get("data_path"), run["problem"])
         kinds.add(kind)
+        if kind == "synthetic":
+            markers.setdefault(detail.split(":")[0], detail)
+            detail = "marker " + detail.split(":")[0]
         device = args.get("device", "not recorded")
         if device == "auto":
-            device = "auto (which device it chose is not recorded)"
+            device = "auto (the device it chose is not recorded)"
         ckpt = run["ckpt"]
         precision = ckpt["meta"].get("precision", "precision not recorded") if ckpt else "no best.pt"
         world = args.get("world_size")
@@ -548,7 +552,9 @@ def measured_on(runs, cache):
                        for k in ("torch_version", "torch") if r["args"].get(k)})
     torch_line = (f"torch {', '.join(recorded)} (recorded with the runs)" if recorded else
                   f"not recorded with the runs; this report was written with torch {torch.__version__}")
-    lines += ["", f"- torch: {torch_line}.",
+    lines += [""] + [f"- Synthetic data made by `datasets/synthetic.py` with the settings in {detail}."
+                     for detail in markers.values()]
+    lines += [f"- torch: {torch_line}.",
               f"- Report written {utc(datetime.datetime.now().timestamp())} by `report.py`; each run's date is when "
               "its `log.csv` was last written."]
     if "synthetic" in kinds:
