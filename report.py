@@ -252,7 +252,8 @@ def run_command(run, cache):
     for key in ("command", "argv"):
         recorded = args.get(key)
         if recorded:
-            return (recorded if isinstance(recorded, str) else shlex.join(recorded)), "recorded with the run"
+            text = recorded if isinstance(recorded, str) else shlex.join(map(str, recorded))
+            return text, "recorded with the run"
     options = script_options(script, cache)
     words = ["python", script]
     if options is None:
@@ -272,8 +273,8 @@ def run_command(run, cache):
                 words.append(flag if value else "--no-" + flag[2:])
         elif value is not None and value != "" and value != []:
             words += [flag, value_text(value)]
-    world = args.get("world_size") or 1
-    if world > 1:
+    world = args.get("world_size")
+    if isinstance(world, int) and world > 1:
         words = ["torchrun", "--nproc_per_node", str(world)] + words[1:]
         how += f"; {world} processes (torchrun's node layout is not recorded)"
     return wrap_command(words), how
@@ -867,15 +868,27 @@ def write_output(output, text, figures, old_manifest, with_html):
     if with_html:
         files[REPORT_HTML] = markdown_to_html(text, figures.files, "DLCV Homework 2: report").encode()
     pending = {**old_manifest, **{name: None for name in files}}
-    write_json(os.path.join(output, MANIFEST), {"files": pending})
-    for name, data in files.items():
-        atomic_write_bytes(os.path.join(output, name), data)
-    for name, digest in old_manifest.items():  # figures of an earlier report that this one no longer has
-        path = os.path.join(output, name)
-        if name not in files and os.path.isfile(path) and (digest is None or sha256(path) == digest):
-            os.remove(path)
-    write_json(os.path.join(output, MANIFEST),
-               {"files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}})
+    current = os.path.join(output, MANIFEST)
+    try:
+        write_json(current, {"files": pending})
+        for name, data in files.items():
+            current = os.path.join(output, name)
+            atomic_write_bytes(current, data)
+        for name, digest in old_manifest.items():  # figures of an earlier report that this one no longer has
+            current = os.path.join(output, name)
+            if name not in files and own_name(name) and os.path.isfile(current) and not os.path.islink(current) \
+                    and digest in (None, sha256(current)):
+                os.remove(current)
+        current = os.path.join(output, MANIFEST)
+        write_json(current, {"files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}})
+    except OSError as e:  # named by the real file, not the temporary one beside it
+        raise cli.UserError(f"{current}: cannot write ({cli.error_message(e).split(': ')[-1]})") from None
+
+
+def own_name(name):
+    """Whether ``name`` (from the manifest, which anyone can edit) is a file this tool writes."""
+    return name in (REPORT, REPORT_HTML) or (name.startswith(FIGURES + "/") and os.path.normpath(name) == name
+                                            and "/" not in name[len(FIGURES) + 1:])
 
 
 def main(argv=None):
