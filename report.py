@@ -542,7 +542,7 @@ def measured_on(runs, cache):
         if device == "auto":
             device = "auto (the device it chose is not recorded)"
         ckpt = run["ckpt"]
-        precision = ckpt["meta"].get("precision", "precision not recorded") if ckpt else "no best.pt"
+        precision = ckpt["meta"].get("precision", "precision not recorded") if ckpt else "no usable best.pt"
         world = args.get("world_size")
         processes = f"{world} process{'es' if world != 1 else ''}" if world else "processes not recorded"
         epochs = f"{run['epochs']} ({utc(run['log_mtime'])})" if "epochs" in run else ""
