@@ -28,6 +28,9 @@ its section, a warning names it, and the rest of the report is still written (ex
 (``error: ...``) only when nothing can be written: ``--output`` is a run folder or lies inside
 one, or holds a ``report.md`` or figure that this tool did not write (or that was edited since;
 ``--overwrite`` replaces them). Running the same command again replaces the tool's own files.
+
+``--html`` also writes ``report.html``: the same report as one self-contained page (figures
+embedded as base64), to print to PDF from a browser.
 """
 import argparse
 import base64
@@ -183,9 +186,9 @@ def data_kind(data_path, problem):
                 detail = ", ".join(f"{k} {v}" for k, v in params.items()) if isinstance(params, dict) else ""
             except (OSError, ValueError):
                 detail = ""
-            return "synthetic", f"marker `{marker}`" + (f": {detail}" if detail else "")
+            return "synthetic", f"`{marker}`" + (f": {detail}" if detail else "")
     if not os.path.isdir(data_path):
-        return "unknown", "the folder is not on this machine"
+        return "unknown", f"the folder is not found from {os.getcwd()}"
     counts = {split: len([n for n in os.listdir(os.path.join(data_path, split)) if n.endswith(suffix)])
               if os.path.isdir(os.path.join(data_path, split)) else 0
               for split, (suffix, _) in OFFICIAL_COUNTS[problem].items()}
@@ -249,7 +252,8 @@ def run_command(run, cache):
     for key in ("command", "argv"):
         recorded = args.get(key)
         if recorded:
-            return (recorded if isinstance(recorded, str) else shlex.join(recorded)), "recorded with the run"
+            text = recorded if isinstance(recorded, str) else shlex.join(map(str, recorded))
+            return text, "recorded with the run"
     options = script_options(script, cache)
     words = ["python", script]
     if options is None:
@@ -260,7 +264,8 @@ def run_command(run, cache):
         how = "rebuilt from args.json (no command is recorded with the run)"
         items = options
     first = [k for k in ("recipe",) if k in items and k in args]
-    for key in first + sorted(k for k in items if k not in first and k in args):
+    # --overwrite only removed an earlier run from the folder; pasted again it would delete this one.
+    for key in first + sorted(k for k in items if k not in first and k in args and k != "overwrite"):
         flag, takes_value, negatable = items[key]
         value = args[key]
         if isinstance(value, bool) and not takes_value:
@@ -268,8 +273,8 @@ def run_command(run, cache):
                 words.append(flag if value else "--no-" + flag[2:])
         elif value is not None and value != "" and value != []:
             words += [flag, value_text(value)]
-    world = args.get("world_size") or 1
-    if world > 1:
+    world = args.get("world_size")
+    if isinstance(world, int) and world > 1:
         words = ["torchrun", "--nproc_per_node", str(world)] + words[1:]
         how += f"; {world} processes (torchrun's node layout is not recorded)"
     return wrap_command(words), how
@@ -476,7 +481,7 @@ def cell(value):
 def setting(value):
     if value is None:
         return "(not set)"
-    return f"`{cell(json.dumps(value) if isinstance(value, (list, dict)) else value)}`"
+    return f"`{cell(json.dumps(value) if isinstance(value, dict) else value_text(value))}`"
 
 
 def missing_block(run):
@@ -511,36 +516,46 @@ def score_sentence(run, what):
             f"`{run['folder']}/log.csv`, column `{column}`, the epoch `best.pt` holds)."]
 
 
+def title(run):
+    """The run's name in the report: P1, P2 baseline, P2 improved, ablation N."""
+    return {"p1": "P1", "baseline": "P2 baseline", "improved": "P2 improved"}.get(run["role"], run["role"])
+
+
 def measured_on(runs, cache):
     """The header: what every number was measured on, and the commands behind each run."""
     lines = ["## What the numbers were measured on", "",
              "| run | folder | data | device, precision of validation, processes | epochs logged (log.csv last "
              "written) |", "|---|---|---|---|---|"]
-    kinds = set()
+    kinds, markers = set(), {}
     for run in runs:
         folder = f"`{cell(run['folder'])}`" if run["folder"] else "(not given)"
         if run["missing"] and not run["args"]:
-            lines.append(f"| {run['role']} | {folder} **missing** | | | |")
+            lines.append(f"| {title(run)} | {folder} **missing** | | | |")
             continue
         args = run["args"] or {}
         kind, detail = data_kind(args.get("data_path"), run["problem"])
         kinds.add(kind)
+        if kind == "synthetic":
+            markers.setdefault(detail.split(":")[0], detail)
+            detail = "marker " + detail.split(":")[0]
         device = args.get("device", "not recorded")
         if device == "auto":
-            device = "auto (which device it chose is not recorded)"
+            device = "auto (the device it chose is not recorded)"
         ckpt = run["ckpt"]
-        precision = ckpt["meta"].get("precision", "precision not recorded") if ckpt else "no best.pt"
+        precision = ckpt["meta"].get("precision", "precision not recorded") if ckpt else "no usable best.pt"
         world = args.get("world_size")
         processes = f"{world} process{'es' if world != 1 else ''}" if world else "processes not recorded"
         epochs = f"{run['epochs']} ({utc(run['log_mtime'])})" if "epochs" in run else ""
-        lines.append(f"| {run['role']} | {folder}{' **missing**' if run['missing'] else ''} "
+        lines.append(f"| {title(run)} | {folder}{' **missing**' if run['missing'] else ''} "
                      f"| `{cell(args.get('data_path', 'not recorded'))}`: **{kind}** ({cell(detail)}) "
                      f"| {cell(device)}, {cell(precision)}, {processes} | {epochs} |")
     recorded = sorted({str(r["args"].get(k)) for r in runs if not r["missing"] and r["args"]
                        for k in ("torch_version", "torch") if r["args"].get(k)})
     torch_line = (f"torch {', '.join(recorded)} (recorded with the runs)" if recorded else
                   f"not recorded with the runs; this report was written with torch {torch.__version__}")
-    lines += ["", f"- torch: {torch_line}.",
+    lines += [""] + [f"- Synthetic data made by `datasets/synthetic.py` with the settings in {detail}."
+                     for detail in markers.values()]
+    lines += [f"- torch: {torch_line}.",
               f"- Report written {utc(datetime.datetime.now().timestamp())} by `report.py`; each run's date is when "
               "its `log.csv` was last written."]
     if "synthetic" in kinds:
@@ -555,7 +570,7 @@ def measured_on(runs, cache):
         if run["missing"] or not run["args"]:
             continue
         command, how = run_command(run, cache)
-        commands += [f"{run['role']} (`{run['folder']}`), {how}:", ""] + code_block(command, "bash") + [""]
+        commands += [f"{title(run)} (`{run['folder']}`), {how}:", ""] + code_block(command, "bash") + [""]
     if commands:
         lines += ["", "### Commands that produced the runs", ""] + commands
     grading = grading_commands(runs)
@@ -613,7 +628,8 @@ def masks_block(run, figures, warnings):
         lines += figure_lines(link, "predicted masks by epoch") + [""]
         more, _ = run_figure(run, "epoch_masks.png", figures, warnings)
         if more:
-            lines += ["With each image and its ground truth:", ""] + figure_lines(more, "masks with ground truth") + [""]
+            lines += ["With each image and its ground truth:", ""]
+            lines += figure_lines(more, "masks with ground truth") + [""]
         return lines
     table = snapshot_table(run, figures)
     return lines + (table if table else [f"*{note}; the run has no `snapshots/` either.*"]) + [""]
@@ -664,7 +680,8 @@ def ablation_table(imp, ablations):
     lines += [f"Each run against the improved run (`{imp['folder']}`"
               + (f", mIoU {imp['best']['val_miou']}" if ref is not None else ", missing") + "): the settings in which "
               "it differs, its best validation mIoU and the difference (ablation minus improved, from the two logged "
-              "values).", "", "| run | differs from improved | best mIoU (epoch) | minus improved |", "|---|---|---|---:|"]
+              "values).", "", "| run | differs from improved | best mIoU (epoch) | minus improved |",
+              "|---|---|---|---:|"]
     for run in ablations:
         if run["missing"]:
             lines.append(f"| `{cell(run['folder'])}` | **missing:** {cell(run['missing'])} | | |")
@@ -851,15 +868,27 @@ def write_output(output, text, figures, old_manifest, with_html):
     if with_html:
         files[REPORT_HTML] = markdown_to_html(text, figures.files, "DLCV Homework 2: report").encode()
     pending = {**old_manifest, **{name: None for name in files}}
-    write_json(os.path.join(output, MANIFEST), {"files": pending})
-    for name, data in files.items():
-        atomic_write_bytes(os.path.join(output, name), data)
-    for name, digest in old_manifest.items():  # figures of an earlier report that this one no longer has
-        path = os.path.join(output, name)
-        if name not in files and os.path.isfile(path) and (digest is None or sha256(path) == digest):
-            os.remove(path)
-    write_json(os.path.join(output, MANIFEST),
-               {"files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}})
+    current = os.path.join(output, MANIFEST)
+    try:
+        write_json(current, {"files": pending})
+        for name, data in files.items():
+            current = os.path.join(output, name)
+            atomic_write_bytes(current, data)
+        for name, digest in old_manifest.items():  # figures of an earlier report that this one no longer has
+            current = os.path.join(output, name)
+            if name not in files and own_name(name) and os.path.isfile(current) and not os.path.islink(current) \
+                    and digest in (None, sha256(current)):
+                os.remove(current)
+        current = os.path.join(output, MANIFEST)
+        write_json(current, {"files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}})
+    except OSError as e:  # named by the real file, not the temporary one beside it
+        raise cli.UserError(f"{current}: cannot write ({cli.error_message(e).split(': ')[-1]})") from None
+
+
+def own_name(name):
+    """Whether ``name`` (from the manifest, which anyone can edit) is a file this tool writes."""
+    return name in (REPORT, REPORT_HTML) or (name.startswith(FIGURES + "/") and os.path.normpath(name) == name
+                                            and "/" not in name[len(FIGURES) + 1:])
 
 
 def main(argv=None):

@@ -104,9 +104,16 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
     (marked / "synthetic.json").write_text('{"seed": 3}')
     args = json.loads((runs / "p1" / "args.json").read_text())
     (partial / "args.json").write_text(json.dumps({**args, "data_path": str(marked / "p1_data")}))
+    edited = tmp_path / "edited log"  # a log that is not best.pt's: said, not hidden
+    shutil.copytree(runs / "p2_fcn8s", edited)
+    log = (edited / "log.csv").read_text().splitlines()
+    log[1] = re.sub(r"^((?:[^,]*,){5})[^,]*", r"\g<1>0.999999", log[1])  # val_miou of epoch 1
+    (edited / "log.csv").write_text("\n".join(log) + "\n")
     out = tmp_path / "report"
-    r = report(runs, out, p1=partial, improved=tmp_path / "not trained yet")
+    r = report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet")
     assert r.returncode == 0
+    assert re.search(r"best\.pt records val_miou 0\.\d{6} at epoch 1, but log\.csv has 0\.999999: the two files are "
+                     "from different runs", r.stderr)
     text = (out / "report.md").read_text()
     assert "best.pt: checkpoint not found" in section(text, "## Problem 1", "## Problem 2")
     assert "**synthetic** (marker" in text and "seed 3" in text and "Synthetic data." in text
@@ -121,12 +128,13 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
     # An edited report.md is refused (one line naming it) and left as it is; once it is the tool's
     # own again, the same command replaces it.
     (out / "report.md").write_text(text + "\nmy own notes\n")
-    r = report(runs, out, p1=partial, improved=tmp_path / "not trained yet", check=False)
+    r = report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet", check=False)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: --output ")
     assert "report.md" in r.stderr and "--overwrite" in r.stderr
     assert (out / "report.md").read_text().endswith("my own notes\n")
     (out / "report.md").write_text(text)
-    report(runs, out, p1=partial, improved=tmp_path / "not trained yet")  # the same command twice
+    # The same command twice:
+    report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet")
 
 
 @pytest.mark.parametrize("where", ["run folder", "inside a run folder", "foreign report.md"])
