@@ -183,9 +183,10 @@ class WrittenFiles:
             return {}
 
     def _id(self, name):
+        """``file_id`` of ``name``, None when there is none (missing, or a name over the file-name limit)."""
         try:
             return file_id(os.path.join(self.folder, name))
-        except FileNotFoundError:
+        except OSError:
             return None
 
     def wrote(self, name):
@@ -196,7 +197,9 @@ class WrittenFiles:
         return now is not None and self.records[name] in (None, now)
 
     def _save(self):
-        live = {n: r for n, r in self.records.items() if r is None or os.path.lexists(os.path.join(self.folder, n))}
+        # a file that is gone is dropped (a user's new file of that name is the user's), unless claimed now
+        live = {n: r for n, r in self.records.items()
+                if n in self.claimed or os.path.lexists(os.path.join(self.folder, n))}
         write_json(self.path, {"written_by": self.writer, "files": live})
 
     def claim(self, names):
