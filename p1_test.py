@@ -33,7 +33,7 @@ import torch
 from core import cli, hub
 from core.checkpoint import CheckpointError, load_model
 from core.engine import map_batches
-from core.fileio import WrittenFiles, read_csv, write_csv
+from core.fileio import WrittenFiles, file_id, read_csv, write_csv
 from core.metrics import ConfusionMatrix
 from core.runtime import inference_dtype, resolve_device
 from datasets import DataError, P1Images, parse_label
@@ -150,11 +150,11 @@ def main(argv=None):
     try:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         written = written or WrittenFiles(os.path.dirname(os.path.abspath(output)), MARKER, "p1_test.py")
-        written.claim(name)
+        written.claim([name])
     except OSError as e:
         raise cli.UserError(f"--output {args.output}: cannot write there ({e.strerror or e})") from None
     write_csv(output, ["image_id", "label"], zip(data.files, preds.tolist()))
-    written.record(name)
+    written.finish({name: file_id(output)})
     print(f"wrote {len(preds)} prediction(s) to {output}")
     if data.files and not unlabelled:
         print(report(score(data.labels, preds, num_classes)))

@@ -29,7 +29,8 @@ to what fits (``check_window``).
 
 The output folder is never the image folder (compared after resolving links), and a file
 this script did not write is never replaced: ``.p2_test.json`` in the output folder lists the
-masks it wrote (name, size, mtime, inode), so running a command again replaces its own masks, while
+masks it wrote (name, size, mtime, inode; ``core.fileio.WrittenFiles``, which also reads the record
+of earlier versions), so running a command again replaces its own masks, while
 any other existing ``<id>_mask.png`` (e.g. ground truth) is refused unless ``--overwrite``.
 Other files are left alone, with a warning. Each PNG is written to a temporary name and
 renamed, so an interrupted run leaves no truncated mask.
@@ -42,15 +43,15 @@ again, once there is space, finishes (the masks already written are this script'
 An image that cannot be read (empty, truncated, not an image, a dangling link, a folder, FIFO
 or socket named like an image, larger than 20000x20000) is named and skipped: every other mask
 is still written, and the exit status is 1. Exit status: 0 every mask written; 1 an error,
-one line naming the file or flag; 130 Ctrl-C.
+one line naming the file or flag; 130 Ctrl-C; 128 + N a scheduler's stop signal N (143 for
+SIGTERM), which stops grading as Ctrl-C does: the mask in flight is finished and recorded.
 """
 import argparse
 import errno
-import json
 import os
+import signal
 import sys
-from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -58,9 +59,9 @@ from tqdm import tqdm
 
 from core import cli, hub
 from core.checkpoint import CheckpointError, load_model
-from core.fileio import atomic_write_bytes, is_temporary, remove_orphans, write_json
+from core.fileio import AsyncWriter, WrittenFiles, atomic_write_bytes, file_id, is_temporary, remove_orphans
 from core.metrics import ConfusionMatrix
-from core.runtime import inference_dtype, resolve_device
+from core.runtime import StopSignals, ignore_stop_signals, inference_dtype, resolve_device
 from core.sliding_window import WEIGHTINGS, available_bytes, native_window, predict_masks, window_bytes
 from datasets import NUM_CLASSES, DataError, list_pairs, read_mask, read_rgb
 from datasets.common import MAX_SIDE, format_problems, list_dir
@@ -99,82 +100,33 @@ def readable(loader, errors):
             yield k, image
 
 
-class OutputFolder:
-    """The output folder, and which of its masks this script may replace (see the docstring).
-
-    ``.p2_test.json`` maps each mask an earlier run wrote to its ``[size, mtime_ns, inode]``
-    (every write is a rename, so a new inode), or to null: claimed by a run that may have
-    written it. ``claim`` marks every name this run will write before the first is written,
-    so a killed run is still known as the writer of its masks; ``finish`` records what was
-    written, and a claimed name that changed without being recorded (a write still in flight
-    when Ctrl-C came) stays claimed.
-    """
-
-    def __init__(self, folder, images, names, overwrite):
-        self.folder, self.names = folder, names
-        if os.path.realpath(folder) == os.path.realpath(images):
-            raise cli.UserError(f"--output {folder}: is the image folder {images}; the masks would be written "
-                                "beside the images (where ground-truth <id>_mask.png may live): choose another folder")
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise cli.UserError(f"--output {folder}: exists and is not a folder")
-        os.makedirs(folder, exist_ok=True)
-        self.marker = os.path.join(folder, MARKER)
-        self.before = {n: rec for n, rec in self._read_marker().items() if os.path.lexists(os.path.join(folder, n))}
-        self.found = {n: self._stat(n) for n in names if os.path.lexists(os.path.join(folder, n))}
-        foreign = [n for n, st in self.found.items() if n not in self.before or self.before[n] not in (None, st)]
-        if foreign and not overwrite:
-            raise cli.UserError(format_problems(
-                f"--output {folder}: {len(foreign)} mask(s) there were not written by this script (ground truth?); "
-                "pass --overwrite to replace them, or choose another folder:",
-                [os.path.join(folder, n) for n in foreign]))
-        listed = list_dir(folder)
-        temporary = remove_orphans(folder, [n for n in listed if is_temporary(n)])  # a killed run's, an hour on
-        if temporary:
-            print(f"warning: --output {folder} holds {len(temporary)} temporary file(s) of a run that was killed or "
-                  f"is running (e.g. {temporary[0]}); they are removed by a run an hour from now", file=sys.stderr)
-        others = sorted(set(listed) - set(names) - {MARKER} - {n for n in listed if is_temporary(n)})
-        if others:
-            print(f"warning: --output {folder} already holds {len(others)} other file(s) (e.g. {others[0]}); they are "
-                  "left alone, but mean_iou_evaluate.py reports any other .png there as unpaired", file=sys.stderr)
-
-    def _stat(self, name):
-        st = os.lstat(os.path.join(self.folder, name))
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-    def _read_marker(self):
-        if os.path.lexists(self.marker) and not os.path.isfile(self.marker):  # a FIFO would block open()
-            print(f"warning: {self.marker}: not a file; the masks already there count as foreign", file=sys.stderr)
-            return {}
-        try:
-            with open(self.marker) as f:
-                masks = json.load(f)["masks"]
-            return {str(n): rec for n, rec in masks.items() if rec is None or len(rec) == 3}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            print(f"warning: {self.marker}: unreadable record of earlier runs; their masks count as foreign",
-                  file=sys.stderr)
-            return {}
-
-    def _save(self, records):
-        write_json(self.marker, {"written_by": "p2_test.py", "masks": records})
-
-    def claim(self):
-        try:
-            self._save({**self.before, **dict.fromkeys(self.names)})
-        except OSError as e:
-            raise cli.UserError(f"--output {self.folder}: cannot write into this folder ({e.strerror or e})") from None
-
-    def finish(self, written):
-        records = dict(self.before)
-        for n in self.names:
-            if n in written:
-                records[n] = written[n]
-            elif not os.path.lexists(os.path.join(self.folder, n)):
-                records.pop(n, None)
-            elif self._stat(n) != self.found.get(n):
-                records[n] = None
-        self._save(records)
+def output_folder(folder, images, names, overwrite):
+    """The ``WrittenFiles`` record of the output folder (see the docstring), once it is checked:
+    UserError for the image folder, a file, or a mask there this script did not write (unless
+    ``overwrite``); warnings for the other files it holds."""
+    if os.path.realpath(folder) == os.path.realpath(images):
+        raise cli.UserError(f"--output {folder}: is the image folder {images}; the masks would be written "
+                            "beside the images (where ground-truth <id>_mask.png may live): choose another folder")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise cli.UserError(f"--output {folder}: exists and is not a folder")
+    os.makedirs(folder, exist_ok=True)
+    record = WrittenFiles(folder, MARKER, "p2_test.py")
+    foreign = [n for n in names if os.path.lexists(os.path.join(folder, n)) and not record.wrote(n)]
+    if foreign and not overwrite:
+        raise cli.UserError(format_problems(
+            f"--output {folder}: {len(foreign)} mask(s) there were not written by this script (ground truth?); "
+            "pass --overwrite to replace them, or choose another folder:",
+            [os.path.join(folder, n) for n in foreign]))
+    listed = list_dir(folder)
+    temporary = remove_orphans(folder, [n for n in listed if is_temporary(n)])  # a killed run's, an hour on
+    if temporary:
+        print(f"warning: --output {folder} holds {len(temporary)} temporary file(s) of a run that was killed or "
+              f"is running (e.g. {temporary[0]}); they are removed by a run an hour from now", file=sys.stderr)
+    others = sorted(set(listed) - set(names) - {MARKER} - {n for n in listed if is_temporary(n)})
+    if others:
+        print(f"warning: --output {folder} already holds {len(others)} other file(s) (e.g. {others[0]}); they are "
+              "left alone, but mean_iou_evaluate.py reports any other .png there as unpaired", file=sys.stderr)
+    return record
 
 
 def write_mask(folder, name, classes, written, errors, gt_path=None, cm=None):
@@ -188,8 +140,7 @@ def write_mask(folder, name, classes, written, errors, gt_path=None, cm=None):
             raise
         errors.append(f"cannot write {cli.error_message(e)}")
         return
-    st = os.lstat(path)
-    written[name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    written[name] = file_id(path)
     if cm is not None:
         try:
             gt = read_mask(gt_path)
@@ -273,49 +224,52 @@ def main(argv=None):
     if channels_last:
         model.to(memory_format=torch.channels_last)
     names = [i + MASK_SUFFIX for i in ids]
-    out = OutputFolder(args.output, args.images, names, args.overwrite)
-    out.claim()
+    record = output_folder(args.output, args.images, names, args.overwrite)
+    try:
+        record.claim(names)
+    except OSError as e:
+        raise cli.UserError(f"--output {args.output}: cannot write into this folder ({e.strerror or e})") from None
 
     paths = [os.path.join(args.images, pairs[i]) for i in ids]
     loader = DataLoader(Images(paths), batch_size=None, num_workers=args.workers,
-                        prefetch_factor=1 if args.workers else None, pin_memory=device.type == "cuda")
+                        prefetch_factor=1 if args.workers else None, pin_memory=device.type == "cuda",
+                        worker_init_fn=ignore_stop_signals if args.workers else None)
     cm = ConfusionMatrix(NUM_CLASSES) if args.gt else None
-    errors, written, pending, interrupted, full = [], {}, None, False, None
+    errors, written, stopped, full = [], {}, None, None
     masks = predict_masks(model, readable(loader, errors), mean=ckpt["preprocess"]["mean"],
                           std=ckpt["preprocess"]["std"], window=window, overlap=args.overlap,
                           weighting=args.weighting, batch_size=batch_size, device=device, dtype=dtype,
                           channels_last=channels_last)
-    # One mask is encoded and written in a thread while the next image is predicted. Waiting on a
-    # future, not Thread.join: on Python < 3.13 a join interrupted by Ctrl-C marks a running
-    # thread as stopped, and the write in flight would be cut off at exit.
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        for k, classes in tqdm(masks, total=len(ids), desc="predict", unit="image", file=sys.stderr, disable=None):
-            if pending is not None:
-                pending.result()  # re-raises a failed write (e.g. a full disk) here
-            pending = pool.submit(write_mask, args.output, names[k], classes, written, errors, gt_paths[k], cm)
-        if pending is not None:
-            pending.result()
-    except KeyboardInterrupt:
-        interrupted = True
-    except OSError as e:
-        if e.errno not in DISK_ERRORS:
-            raise
-        full = e  # every later mask would fail too
-    finally:
-        if pending is not None:
-            futures.wait([pending])  # the write in flight ends before the record is made
-        pool.shutdown()
+    writer = AsyncWriter("mask-writer")  # one mask is encoded and written while the next image is predicted
+    with StopSignals() as signals:  # SIGTERM (a scheduler's) stops grading as Ctrl-C does
         try:
-            out.finish(written)
-        except OSError as e:  # claim() recorded every name first: the masks still count as this script's
-            print(f"warning: {cli.error_message(e)} (the record of the masks written)", file=sys.stderr)
+            for k, classes in tqdm(masks, total=len(ids), desc="predict", unit="image", file=sys.stderr,
+                                   disable=None):
+                writer.submit([partial(write_mask, args.output, names[k], classes, written, errors, gt_paths[k], cm)])
+            writer.wait()  # re-raises a failed write (e.g. a full disk)
+        except KeyboardInterrupt:
+            stopped = signals.signum or signal.SIGINT
+        except OSError as e:
+            if e.errno not in DISK_ERRORS:
+                raise
+            full = e  # every later mask would fail too
+        finally:
+            signals.hold()  # a second signal waits for the write in flight and the record
+            try:
+                writer.close()  # the write in flight ends before the record is made
+            except OSError:
+                pass  # a write that failed while stopping: its mask is not recorded as written
+            try:
+                record.finish(written)
+            except OSError as e:  # claim() recorded every name first: the masks still count as this script's
+                print(f"warning: {cli.error_message(e)} (the record of the masks written)", file=sys.stderr)
     if full is not None:
         raise cli.UserError(f"{cli.error_message(full)}; {len(written)} of {len(ids)} mask(s) were written to "
                             f"{args.output}; free some space and run the same command again")
-    if interrupted:
-        raise cli.Interrupted(f"{len(written)} of {len(ids)} mask(s) written to {args.output}; "
-                              "run the same command again to write them all")
+    if stopped is not None:
+        by = "" if stopped == signal.SIGINT else f"stopped by {signal.Signals(stopped).name}; "
+        raise cli.Interrupted(f"{by}{len(written)} of {len(ids)} mask(s) written to {args.output}; "
+                              "run the same command again to write them all", exit_code=128 + stopped)
     print(f"wrote {len(written)} mask(s) to {args.output}")
     if cm is not None:
         print(cm.grader_report())

@@ -3,7 +3,7 @@
     cli            the flags P1 and P2 share, argument types, the exit convention
     distributed    torchrun/SLURM set-up, rank-0 printing, samplers, DDP wrapping
     runtime        device choice, seeds, AMP, RNG state, torch.compile
-    fileio         atomic file writes (bytes, JSON, CSV, the epoch log), run-folder lock, WrittenFiles
+    fileio         atomic file writes (bytes, JSON, CSV, the epoch log), AsyncWriter, WrittenFiles
     checkpoint     the checkpoint format: build, save, load, check, rebuild the model
     engine         train_one_epoch / evaluate (the epoch loop lives in each script), map_batches
     losses         focal loss and the criterion a run asks for

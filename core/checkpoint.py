@@ -15,11 +15,10 @@ normalisation (``mean``/``std`` in 0..1 units); P1's input side is the model's o
 """
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from core.fileio import atomic_write_bytes
+from core.fileio import AsyncWriter, atomic_write_bytes  # noqa: F401  AsyncWriter: re-exported for core/runs.py
 from core.runtime import set_rng_state
 from models import get_model
 
@@ -156,40 +155,6 @@ def load_model(path, problem, device):
     ckpt = load(path, problem)
     model = build_model(ckpt, path).to(device).eval()
     return model, {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "rng")}
-
-
-class AsyncWriter:
-    """Runs a list of write jobs in a background thread, one list at a time, in order.
-
-    ``submit`` first waits for the previous list, so at most one epoch's files are in flight;
-    ``wait`` re-raises the first error of a list (e.g. a full disk) in the caller's thread.
-    Jobs should write atomically (``fileio``): a job that fails leaves the previous file whole,
-    and the jobs after it in the list (e.g. the log row after the checkpoint) are not run.
-    Waiting is on a future, not ``Thread.join``: on Python < 3.13 a join interrupted by Ctrl-C
-    marks the still-running thread as stopped, and its write would be cut off at exit.
-    """
-
-    def __init__(self):
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self.pending = None
-
-    @staticmethod
-    def _run(jobs):
-        for job in jobs:
-            job()
-
-    def submit(self, jobs):
-        self.wait()
-        self.pending = self.pool.submit(self._run, list(jobs))
-
-    def wait(self):
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            try:
-                pending.result()
-            except KeyboardInterrupt:
-                self.pending = pending  # still in flight: a later wait() finishes it
-                raise
 
 
 def submit_epoch(writer, folder, state, is_best, then=()):

@@ -1,4 +1,5 @@
-"""Atomic file writes, and the record of which files a script wrote (``WrittenFiles``).
+"""Atomic file writes, the one background writer (``AsyncWriter``), and the record of which
+files a script wrote (``WrittenFiles``).
 
 Every file this repo writes (checkpoints, ``log.csv``, ``args.json``, figures, masks, CSVs) goes
 through ``atomic_write_bytes``: a temporary file in the same folder, fsync, rename. A reader, a
@@ -17,7 +18,9 @@ import json
 import os
 import re
 import secrets
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 
 TMP_PREFIX = ".tmp-"
@@ -137,51 +140,130 @@ class CSVLog:
         write_csv(self.path, self.fields, [[r[k] for k in self.fields] for r in self.rows])
 
 
+def file_id(path):
+    """``[size, mtime_ns, inode]`` of ``path`` (not following a link): every write here is a
+    rename, so a file rewritten by anyone else, even to the same bytes, gets another id."""
+    st = os.lstat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 class WrittenFiles:
     """Which files of a folder a script wrote itself, so that running it again replaces those and
     nothing a user owns (ground truth, a training log, a spreadsheet).
 
-    ``<folder>/<marker>`` maps each name the script wrote to its ``[size, mtime_ns, inode]`` (every
-    write here is a rename, so a new inode), or to null: claimed before the write, so a run killed
-    mid-write is still known as the file's writer. A file that changed since is no longer ours.
+    ``<folder>/<marker>`` maps each name the script wrote to its ``file_id``, or to null: claimed
+    before the write, so a run killed mid-write is still known as the file's writer. A file that
+    changed since is no longer ours. ``claim`` marks every name a run will write with one save
+    before the first is written; ``finish`` records the ones written and hands the others back
+    as they were, except one that changed meanwhile (a write in flight when the run stopped),
+    which stays claimed. A record of ``p2_test.py`` from before this class (``"masks"`` for
+    ``"files"``) reads as one of its own.
     """
 
     def __init__(self, folder, marker, writer):
-        self.path, self.writer = os.path.join(folder, marker), writer
+        self.folder, self.path, self.writer = folder, os.path.join(folder, marker), writer
         self.records = self._read()
+        self.claimed = {}  # name -> (had a record, that record, its file_id when claimed or None)
 
     def _read(self):
+        if os.path.lexists(self.path) and not os.path.isfile(self.path):  # a FIFO would block open()
+            print(f"warning: {self.path}: not a file; the files already there count as not written by "
+                  f"{self.writer}", file=sys.stderr)
+            return {}
         try:
             with open(self.path) as f:
-                files = json.load(f)["files"]
+                record = json.load(f)
+            files = record["files"] if "files" in record else record["masks"]  # "masks": p2_test.py's first format
             return {str(n): r for n, r in files.items() if r is None or (isinstance(r, list) and len(r) == 3)}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return {}  # an unreadable record owns nothing: every existing file counts as the user's
+            print(f"warning: {self.path}: unreadable record of earlier runs; the files they wrote count as not "
+                  f"written by {self.writer}", file=sys.stderr)
+            return {}
 
-    def _stat(self, name):
-        st = os.lstat(os.path.join(os.path.dirname(self.path), name))
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
+    def _id(self, name):
+        """``file_id`` of ``name``, None when there is none (missing, or a name over the file-name limit)."""
+        try:
+            return file_id(os.path.join(self.folder, name))
+        except OSError:
+            return None
 
     def wrote(self, name):
         """True when ``name`` is as this script left it (or was claimed by a run that may have written it)."""
         if name not in self.records:
             return False
-        try:
-            return self.records[name] is None or self.records[name] == self._stat(name)
-        except FileNotFoundError:
-            return False
+        now = self._id(name)
+        return now is not None and self.records[name] in (None, now)
 
     def _save(self):
-        folder = os.path.dirname(self.path)
-        live = {n: r for n, r in self.records.items() if r is None or os.path.lexists(os.path.join(folder, n))}
+        # a file that is gone is dropped (a user's new file of that name is the user's), unless claimed now
+        live = {n: r for n, r in self.records.items()
+                if n in self.claimed or os.path.lexists(os.path.join(self.folder, n))}
         write_json(self.path, {"written_by": self.writer, "files": live})
 
-    def claim(self, name):
-        self.records[name] = None
+    def claim(self, names):
+        """Mark ``names`` as this run's before any is written (one save)."""
+        for n in names:
+            if n not in self.claimed:
+                self.claimed[n] = (n in self.records, self.records.get(n), self._id(n))
+            self.records[n] = None
         self._save()
 
-    def record(self, name):
-        self.records[name] = self._stat(name)
+    def finish(self, written):
+        """Record ``written`` (name -> ``file_id`` taken right after the write) and release the other
+        claimed names: a missing one is dropped, one that changed since the claim stays claimed, any
+        other goes back to its record before the claim (one save)."""
+        for n, (had, before, found) in self.claimed.items():
+            now = self._id(n)
+            if n in written:
+                self.records[n] = written[n]
+            elif now is None or (now == found and not had):
+                self.records.pop(n, None)
+            elif now == found:
+                self.records[n] = before
+        self.claimed = {}
         self._save()
+
+
+class AsyncWriter:
+    """Runs a list of write jobs in a background thread, one list at a time, in order: the
+    checkpoints and log row of an epoch (``checkpoint.submit_epoch``) while the next epoch
+    trains, a mask (``p2_test.py``) while the next image is predicted.
+
+    ``submit`` first waits for the previous list, so at most one list is in flight; ``wait``
+    re-raises the first error of a list (e.g. a full disk) in the caller's thread; ``close``
+    waits, then ends the thread. Jobs should write atomically: a job that fails leaves the
+    previous file whole, and the jobs after it in the list (e.g. the log row after the
+    checkpoint) are not run. Waiting is on a future, not ``Thread.join``: on Python < 3.13 a
+    join interrupted by Ctrl-C marks the still-running thread as stopped, and its write would
+    be cut off at exit.
+    """
+
+    def __init__(self, name="background-writer"):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.pending = None
+
+    @staticmethod
+    def _run(jobs):
+        for job in jobs:
+            job()
+
+    def submit(self, jobs):
+        self.wait()
+        self.pending = self.pool.submit(self._run, list(jobs))
+
+    def wait(self):
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            try:
+                pending.result()
+            except KeyboardInterrupt:
+                self.pending = pending  # still in flight: a later wait() finishes it
+                raise
+
+    def close(self):
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()

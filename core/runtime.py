@@ -5,6 +5,7 @@ import os
 import platform
 import random
 import signal
+import threading
 import warnings
 
 import numpy as np
@@ -23,6 +24,43 @@ def ignore_stop_signals(worker_id=None):
     (and ends its workers); a worker killed by a job-wide SIGTERM would make it fail noisily."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+class StopSignal(KeyboardInterrupt):
+    """A stop signal raised in the main thread as Ctrl-C is (``StopSignals``)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """``with StopSignals() as signals:`` each of ``STOP_SIGNALS`` raises ``StopSignal`` in the
+    main thread, so a scheduler's SIGTERM ends a command as Ctrl-C does. After ``hold()`` a
+    signal is only recorded (``signum``), so the files in flight finish. A signal the job was
+    started to ignore (nohup: SIGHUP) stays ignored; the handlers are restored on exit."""
+
+    def __init__(self):
+        self.signum, self.holding, self.previous = None, False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._stop) for s in STOP_SIGNALS
+                             if signal.getsignal(s) is not signal.SIG_IGN}
+        return self
+
+    def _stop(self, signum, frame):
+        self.signum = signum
+        if not self.holding:
+            raise StopSignal(signum)
+
+    def hold(self):
+        self.holding = True
+
+    def __exit__(self, exc_type, exc, tb):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        return False
 
 
 def resolve_device(name, local_rank=0):

@@ -7,6 +7,7 @@ scripts' own exit convention; the script is loaded with ``runpy``, never importe
 untrained width-16 models saved as inference checkpoints.
 """
 import functools
+import json
 import os
 import runpy
 import signal
@@ -20,7 +21,7 @@ from PIL import Image
 
 from core import checkpoint, cli
 from core.checkpoint import CheckpointError
-from core.fileio import read_csv
+from core.fileio import WrittenFiles, file_id, read_csv
 from core.presets import to_float
 from datasets import DataError, read_mask
 from models import get_model
@@ -159,6 +160,44 @@ def test_p2_rerun_replaces_its_own_masks_and_nothing_else(val, p2_ckpt, tmp_path
     code, _, err = p2(val, out, p2_ckpt, capsys)
     assert code == 1 and "0001_mask.png" in err and "0000_mask.png" not in err
     assert (out / "0001_mask.png").read_bytes() == (val / "0001_mask.png").read_bytes()
+
+
+def test_p2_masks_recorded_by_an_earlier_version_are_still_its_own(val, p2_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert p2(val, out, p2_ckpt, capsys)[0] == 0
+    first = snapshot(out, ".png")
+    # .p2_test.json as p2_test.py wrote it before core.fileio.WrittenFiles: "masks", not "files"
+    old = {"written_by": "p2_test.py", "masks": {"0000_mask.png": file_id(out / "0000_mask.png"),
+                                                  "0001_mask.png": None, "gone_mask.png": None}}
+    (out / ".p2_test.json").write_text(json.dumps(old))
+    code, _, err = p2(val, out, p2_ckpt, capsys)
+    assert code == 0 and "not written by this script" not in err and "unreadable" not in err, err
+    assert snapshot(out, ".png") == first
+    record = json.loads((out / ".p2_test.json").read_text())
+    assert record["written_by"] == "p2_test.py"
+    assert sorted(record["files"]) == ["0000_mask.png", "0001_mask.png"]
+    assert all(record["files"][n] == file_id(out / n) for n in record["files"])  # migrated to the one format
+
+
+def test_written_files_hands_back_what_a_stopped_run_did_not_write(tmp_path):
+    for name in ("ours", "theirs", "in_flight", "new"):
+        (tmp_path / name).write_text("x")
+    first = WrittenFiles(str(tmp_path), ".rec.json", "t.py")
+    first.claim(["ours"])
+    first.finish({"ours": file_id(tmp_path / "ours")})
+    run = WrittenFiles(str(tmp_path), ".rec.json", "t.py")
+    assert run.wrote("ours") and not run.wrote("theirs")
+    run.claim(["ours", "theirs", "in_flight", "new", "missing"])  # --overwrite: theirs too
+    assert all(WrittenFiles(str(tmp_path), ".rec.json", "t.py").wrote(n) for n in ("ours", "theirs", "in_flight"))
+    os.remove(tmp_path / "new")
+    (tmp_path / "new").write_text("y")  # written, as the record is made
+    os.replace(tmp_path / "ours", tmp_path / "in_flight")  # a write that ended after the run stopped
+    run.finish({"new": file_id(tmp_path / "new")})
+    after = WrittenFiles(str(tmp_path), ".rec.json", "t.py")
+    assert after.records == {"new": file_id(tmp_path / "new"), "in_flight": None}  # ours: gone; theirs: theirs
+    assert after.wrote("in_flight") and not after.wrote("theirs")
+    (tmp_path / ".rec.json").write_text("{not json")
+    assert WrittenFiles(str(tmp_path), ".rec.json", "t.py").records == {}  # unreadable: owns nothing
 
 
 def test_p2_output_not_writable_is_one_line(val, p2_ckpt, tmp_path, capsys):
@@ -366,6 +405,31 @@ def test_ctrl_c_during_grading_exits_130_and_a_rerun_finishes(p2_ckpt, tmp_path,
     code, _, err = p2(images, out, p2_ckpt, capsys)
     assert code == 0, err
     assert len([n for n in os.listdir(out) if n.endswith(".png")]) == 60
+
+
+def test_sigterm_during_grading_ends_as_ctrl_c_does(p2_ckpt, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    image(images / "0000_sat.jpg", (512, 512))
+    for i in range(1, 60):
+        os.link(images / "0000_sat.jpg", images / f"{i:04d}_sat.jpg")
+    out = tmp_path / "out"
+    env = dict(os.environ, P2_CKPT=str(p2_ckpt))  # --workers 2: the workers get the signal too
+    proc = subprocess.Popen(["bash", os.path.join(ROOT, "hw2_p2.sh"), str(images), str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out / "0000_mask.png").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # as SLURM does at a time limit: every process of the job
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted: stopped by SIGTERM; " in err and "run the same command again" in err, err
+    assert "Traceback" not in err and "DataLoader worker" not in err, err
+    assert not [n for n in os.listdir(out) if ".tmp" in n]
+    masks = [n for n in os.listdir(out) if n.endswith(".png")]
+    assert 0 < len(masks) < 60
+    record = WrittenFiles(str(out), ".p2_test.json", "p2_test.py")  # a rerun replaces them
+    assert all(record.wrote(n) for n in masks)
 
 
 def test_each_course_script_grades_its_own_model(p2_ckpt, tmp_path, capsys):
