@@ -38,12 +38,12 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from bench.images import dihedral
 from bench.naive import NaiveP1Images, NaiveP2Tiles, naive_loader_prepare, naive_p2_prepare
 from bench.row import IMAGENET, TILE_SIZE, row
-from bench.steps import Repeat, Variant, loop_epoch, ours_variants, pick_ours, time_variants
+from bench.steps import Variant, loop_epoch, ours_variants, pick_ours, time_variants
 from bench.timing import count_flops, dtype_name, measure_peaks, median_seconds
 from core.course_grader import mean_iou_score
 from core.metrics import ConfusionMatrix
@@ -193,6 +193,19 @@ def bench_p1_step(args, root, device, peaks):
     return row("p1_step", f"P1 train step classifier w{args.p1_width} {s}x{s}", "img/s",
                stats["naive"]["images_per_s"], ours, None, ours_variant=chosen, variants=stats,
                gflop_per_image=flops / 1e9, batch_size=bs, images=len(data), decode_s=decode_s)
+
+
+class Repeat(Dataset):
+    """``length`` items cycling through ``base`` (a long run over a few tiles)."""
+
+    def __init__(self, base, length):
+        self.base, self.length = base, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, k):
+        return self.base[k % len(self.base)]
 
 
 def bench_cuda_fcn8s(args, root, cache_dir, device):

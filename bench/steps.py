@@ -6,7 +6,6 @@ import gc
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from bench.row import IMAGENET
 from bench.timing import dtype_name, median_seconds
@@ -15,22 +14,6 @@ from core.presets import make_prepare
 from core.runtime import amp_dtype, make_scaler, maybe_compile
 from datasets import IGNORE_INDEX, NUM_CLASSES
 from models import get_model
-
-
-class Repeat(Dataset):
-    """``length`` items cycling through ``base`` (a long run over a few tiles)."""
-
-    def __init__(self, base, length):
-        self.base, self.length = base, length
-
-    def __len__(self):
-        return self.length
-
-    def __getitem__(self, k):
-        return self.base[k % len(self.base)]
-
-
-# --------------------------------------------------------------------------- training steps
 
 
 def train_steps(model, criterion, optimizer, next_batch, prepare, device, dtype, steps):
