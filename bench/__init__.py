@@ -1,4 +1,4 @@
-"""What ``bench.py`` measures, one job per module (only ``bench.py`` imports this package).
+"""What ``bench.py`` measures, one job per module (used by ``bench.py`` and its tests, never by the library).
 
     timing    median wall time, measured peak FLOP/s, FLOP counts, fresh-process wall time and peak RSS
     naive     the naive baselines: per-item PIL/torchvision datasets, per-item CPU normalisation

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 
 ENTRY_POINTS = {"p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_evaluate", "bench", "report"}
 PACKAGES = ("core", "datasets", "models", "bench", "tests")
-# The library's floors: a module imports its own floor or one below. ``bench`` serves ``bench.py`` only.
+# The library's floors: a module imports its own floor or one below; ``bench`` serves ``bench.py`` alone.
 FLOORS = {"models": 1, "core": 2, "datasets": 2, "bench": 2}
 
 
