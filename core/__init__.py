@@ -2,17 +2,19 @@
 
     cli            the flags P1 and P2 share, argument types, the exit convention
     distributed    torchrun/SLURM set-up, rank-0 printing, samplers, DDP wrapping
-    runtime        device choice, seeds, AMP, RNG state, torch.compile
-    fileio         atomic file writes (bytes, JSON, CSV, the epoch log), AsyncWriter, WrittenFiles
-    checkpoint     the checkpoint format: build, save, load, check, rebuild the model
+    runtime        device choice, seeds, AMP, RNG state, torch.compile, memory bounds, stop signals
+    fileio         atomic file writes (bytes, JSON, CSV, the epoch log), leftover temporaries, AsyncWriter
+                   (the one background writer), WrittenFiles (what a grading script wrote)
+    runs           a run folder: never clobber another run, one writer at a time, resume, the epoch record
+    checkpoint     the checkpoint format: build, save (in the background), load, check, rebuild the model
     engine         train_one_epoch / evaluate (the epoch loop lives in each script), map_batches
     losses         focal loss and the criterion a run asks for
     optim          optimizers and per-epoch schedules
-    presets        batch preparation on the device: normalisation, P1 augmentation, statistics
+    presets        batch preparation on the device: normalisation, P1 augmentation, resizing to the input side
     metrics        the one confusion matrix (accuracy, the course grader's mIoU)
     sliding_window the one P2 predictor: windows of any image, blended, bounded memory
     plots          every figure
     pretrained     find and read ImageNet VGG16(-BN) weights (never downloads)
     hub            default checkpoints: the manifest, its publish command, the checked download
-    course_grader  the course's own mIoU code, kept verbatim as a reference for tests and bench
+    course_grader  the course's own mIoU code, kept verbatim as a reference for tests and bench/
 """

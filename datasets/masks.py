@@ -1,8 +1,9 @@
 """The one P2 mask codec: RGB mask <-> class map, exactly as the course grader reads masks.
 
-The grader (DLCV hw2 ``mean_iou_evaluate.read_masks``) thresholds each channel at 128,
-forms ``code = 4*R + 2*G + B`` and maps codes to classes; pure red (code 4) is read as
-class 6 (unknown). Palette and class names: DeepGlobe land-cover, as in ../shared/SPEC.md.
+The grader (DLCV hw2 ``mean_iou_evaluate.read_masks``, kept as written there in
+``core/course_grader.py``'s ``read_mask_array``) thresholds each channel at 128, forms
+``code = 4*R + 2*G + B`` and maps codes to classes; pure red (code 4) is read as class 6
+(unknown). Palette and class names: DeepGlobe land-cover, as the grader's comments name them.
 """
 import io
 
@@ -10,7 +11,6 @@ import numpy as np
 from PIL import Image
 
 NUM_CLASSES = 7
-UNKNOWN = 6
 CLASS_NAMES = ("urban", "agriculture", "rangeland", "forest", "water", "barren", "unknown")
 PALETTE = np.array(
     [

@@ -6,22 +6,19 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
-from torchvision import transforms as T
 
-from core.course_grader import read_mask_array
+from bench.naive import NaiveP1Images, NaiveP2Tiles, naive_p2_prepare
+from bench.row import IMAGENET
 from core.engine import train_step
-from core.presets import IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
-from datasets import IGNORE_INDEX, P2Tiles
+from core.presets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
+from datasets import IGNORE_INDEX, P1Images, P2Tiles
 from models import get_model
 from tests.conftest import ROOT
 
 CPU = torch.device("cpu")
-IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 
 def test_quick_run_writes_every_row(tmp_path):
@@ -59,16 +56,29 @@ def tiles(synthetic_data):
 
 
 def test_input_pipeline_gives_the_naive_tensors(tiles):
-    """Ours (uint8 tiles, normalised on the device) against torchvision's ToTensor + Normalize of
-    the PIL image and the course grader's reading of the mask."""
-    naive_image = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(
-        Image.open(tiles.image_paths[0]).convert("RGB"))
-    naive_mask = torch.from_numpy(read_mask_array(np.array(Image.open(tiles.mask_paths[0]).convert("RGB")))).long()
+    """Ours (uint8 tiles, normalised on the device) against the naive paths bench.py times:
+    torchvision's ToTensor + Normalize of the PIL image and the course grader's reading of the
+    mask (input-pipeline row), per-item float32 normalisation on the CPU (P2 train-step row)."""
+    naive_image, naive_mask = NaiveP2Tiles(tiles, train=False)[0]
     image, mask = tiles[0]
     x, y = make_prepare(CPU, IMAGENET)((image[None], mask[None]))
     torch.testing.assert_close(x[0], naive_image, rtol=0, atol=1e-5)
     torch.testing.assert_close(to_float(image[None], IMAGENET_MEAN, IMAGENET_STD)[0], naive_image, rtol=0, atol=1e-5)
     assert torch.equal(y[0], naive_mask) and len(naive_mask.unique()) > 1
+    step_x, step_y = naive_p2_prepare(CPU)([tiles[0], tiles[1]])
+    torch.testing.assert_close(step_x[0], naive_image, rtol=0, atol=1e-5)
+    assert step_x.dtype == torch.float32 and torch.equal(step_y[0], naive_mask)
+
+
+def test_p1_naive_images_give_ours(synthetic_data):
+    """The P1 row's naive dataset (PIL decode, torchvision flip, Resize, ToTensor, Normalize)
+    gives our decoded image, normalised, as it is or flipped."""
+    root = str(synthetic_data / "p1_data" / "train_50")
+    ours = P1Images(root, progress=False)
+    image, label = NaiveP1Images(root, ours.files, 32, CIFAR_MEAN, CIFAR_STD)[0]
+    x = to_float(ours.images[:1], CIFAR_MEAN, CIFAR_STD)[0]
+    assert label == ours.labels[0]
+    assert any(torch.allclose(image, v, rtol=0, atol=1e-5) for v in (x, x.flip(-1)))
 
 
 def fcn8s_losses(tiles, channels_last, dtype, steps=4):

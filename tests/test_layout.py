@@ -1,12 +1,17 @@
 """The repository's shape: the top level holds the entry points only, and no module (library,
-script or test) imports an entry point; the README's layout table names every module."""
+script or test) imports an entry point; imports point down the three floors (entry points,
+then ``core``/``datasets``/``bench``, then ``models``); the README's layout table names every
+module."""
 import ast
+import importlib.util
 import os
 
 from tests.conftest import ROOT
 
 ENTRY_POINTS = {"p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_evaluate", "bench", "report"}
-PACKAGES = ("core", "datasets", "models", "tests")
+PACKAGES = ("core", "datasets", "models", "bench", "tests")
+# The library's floors: a module imports its own floor or one below; ``bench`` serves ``bench.py`` alone.
+FLOORS = {"models": 1, "core": 2, "datasets": 2, "bench": 2}
 
 
 def python_files():
@@ -31,9 +36,21 @@ def test_top_level_holds_only_the_entry_points():
 
 
 def test_no_module_imports_an_entry_point():
+    # ``import bench`` is the package: Python takes a folder before a module of the same name.
+    shadowed = {name for name in ENTRY_POINTS if name in PACKAGES}
+    assert all(importlib.util.find_spec(name).submodule_search_locations for name in shadowed)
     offenders = [(path, m) for path in python_files() for m in imported_modules(path)
-                 if m.split(".")[0] in ENTRY_POINTS]
+                 if m.split(".")[0] in ENTRY_POINTS - shadowed]
     assert offenders == []
+
+
+def test_imports_point_down_the_floors():
+    offenders = [(path, m) for path in python_files() for m in imported_modules(path)
+                 if os.path.dirname(path) in FLOORS and m.split(".")[0] in FLOORS
+                 and FLOORS[m.split(".")[0]] > FLOORS[os.path.dirname(path)]]
+    library = [(path, m) for path in python_files() for m in imported_modules(path)
+               if os.path.dirname(path) in FLOORS.keys() - {"bench"} and m.split(".")[0] == "bench"]
+    assert offenders == [] and library == []
 
 
 def test_readme_layout_names_every_module():
