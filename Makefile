@@ -7,7 +7,7 @@ SEED ?= 0
 # Small CPU settings shared by the P2 demo runs: width-16 networks, no ImageNet weights.
 P2_CPU := --data-path $(DATA)/p2_data --width 16 --pretrained none --lr 1e-3 --batch-size 4 --workers 0 \
 	--seed $(SEED) --overwrite
-# The report's improved recipe shortened to 16 epochs for the CPU (SGD from epoch 12, not 70).
+# The improved recipe shortened to 16 epochs for the CPU (SGD from epoch 12, not 71).
 P2_SHORT := --epochs 16 --snapshot-epochs 1,8,16
 
 .PHONY: venv test demo demo-data demo-p1 demo-p2 demo-recipes bench clean
