@@ -48,7 +48,8 @@ demo-p2: demo-data
 	@echo "== P2 mIoU of hw2_p2.sh's masks on the synthetic validation set (FCN8s)"
 	$(PY) mean_iou_evaluate.py -g $(DATA)/p2_data/validation -p $(DEMO)/p2_pred
 
-# The report's ablations and our own recipe, each the improved run shortened as in demo-p2 (Adam
+# The report's ablations and our own recipe (best builds on improved-ours, not on the author's
+# improved), each the improved run shortened as in demo-p2 (Adam
 # only for improved-adam), on the same synthetic data and seed; prints the best validation mIoU of
 # each (about 5 minutes on 2 cores).
 demo-recipes: demo-data
