@@ -7,7 +7,7 @@ SEED ?= 0
 # Small CPU settings shared by the P2 demo runs: width-16 networks, no ImageNet weights.
 P2_CPU := --data-path $(DATA)/p2_data --width 16 --pretrained none --lr 1e-3 --batch-size 4 --workers 0 \
 	--seed $(SEED) --overwrite
-# The report's improved recipe shortened to 16 epochs for the CPU (SGD from epoch 12, not 70).
+# The improved recipe shortened to 16 epochs for the CPU (SGD from epoch 12, not 71).
 P2_SHORT := --epochs 16 --snapshot-epochs 1,8,16
 
 .PHONY: venv test demo demo-data demo-p1 demo-p2 demo-report demo-recipes bench clean
@@ -54,7 +54,8 @@ demo-p2: demo-data
 	@echo "== P2 mIoU of hw2_p2.sh's masks on the synthetic validation set (FCN8s)"
 	$(PY) mean_iou_evaluate.py -g $(DATA)/p2_data/validation -p $(DEMO)/p2_pred
 
-# The report's ablations and our own recipe, each the improved run shortened as in demo-p2 (Adam
+# The report's ablations and our own recipe (best builds on improved-ours, not on the author's
+# improved), each the improved run shortened as in demo-p2 (Adam
 # only for improved-adam), on the same synthetic data and seed; prints the best validation mIoU of
 # each (about 5 minutes on 2 cores).
 demo-recipes: demo-data

@@ -63,6 +63,7 @@ RECIPES = {
                    jitter_order="random"),
 }
 
+
 def get_datasets(args):
     """(train_50, val_50) decoded into memory; rank 0 fills the cache before the others read it."""
     cache_dir = None if args.no_cache else args.cache_dir

@@ -1,8 +1,10 @@
 """Batch preparation on the device (torchvision references' ``presets.py``).
 
 Datasets return uint8 tensors; ``make_prepare`` moves a batch to the device, applies P1's
-batched augmentation there, converts to normalised float, resizes P1 images to the model's
-input side and sets the memory format. Dataset statistics: ``datasets.stats``.
+batched augmentation there (flip, padded crop, colour jitter; the seed author's rotation,
+perspective and affine as one ``warp``), converts to normalised float, resizes P1 images to the
+model's input side and sets the memory format. ``NORMALIZATIONS`` names the fixed input
+scalings (``--normalize``). Dataset statistics: ``datasets.stats``.
 """
 import torch
 import torch.nn.functional as F

@@ -15,7 +15,7 @@ from torch import nn
 from core import cli
 from core.presets import IMAGENET_MEAN, IMAGENET_STD, fixed_preprocess, to_float
 from models import Classifier, FCN8VGG, FCN32VGg
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT
 
 SCRIPTS = ("p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_evaluate", "bench")
 
