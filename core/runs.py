@@ -235,7 +235,7 @@ class Run:
 
     def __init__(self, args, script, saved_epoch=0):
         self.args, self.script, self.saved_epoch = args, script, saved_epoch
-        self.signum, self.handlers, self.exiting = None, {}, False
+        self.signum, self.handlers, self.exiting, self.again = None, {}, False, None
         self.lock = prepare(args, script) if is_main_process() else None
         self.writer = AsyncWriter()
 
@@ -248,8 +248,14 @@ class Run:
 
     def _stop(self, signum, frame):
         self.signum = signum
-        if not self.exiting:  # a signal while the files in flight finish is ignored
-            raise Stopped(signum)
+        if self.exiting:  # a signal while the files in flight finish is ignored
+            return
+        if _in_finalizer(frame):  # Python prints and drops an exception raised in a __del__: send it again soon
+            self.again = threading.Timer(0.2, os.kill, (os.getpid(), signum))
+            self.again.daemon = True
+            self.again.start()
+            return
+        raise Stopped(signum)
 
     def save_epoch(self, inference, log, row, started, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score,
                    is_best, line=""):
@@ -269,7 +275,7 @@ class Run:
                          then=[lambda: self._saved(epoch, line), lambda: _append(log, row)])
         else:
             self.saved_epoch = epoch
-        if self.signum is not None:  # its Stopped was swallowed (raised inside a __del__): stop now
+        if self.signum is not None:  # a Stopped that something swallowed: stop now
             raise Stopped(self.signum)
 
     def _saved(self, epoch, line):
@@ -279,6 +285,8 @@ class Run:
 
     def __exit__(self, exc_type, exc, tb):
         self.exiting = True
+        if self.again is not None:
+            self.again.cancel()
         try:
             stopped = self.signum is not None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
             if stopped or (exc_type is not None and issubclass(exc_type, (NonFiniteLossError, DataError, OSError))):
@@ -302,6 +310,15 @@ class Run:
             for s, handler in self.handlers.items():
                 signal.signal(s, handler)
         return False
+
+
+def _in_finalizer(frame):
+    """Whether ``frame`` runs inside a ``__del__`` (e.g. a DataLoader iterator joining its workers)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _append(log, row):
