@@ -235,7 +235,7 @@ class Run:
 
     def __init__(self, args, script, saved_epoch=0):
         self.args, self.script, self.saved_epoch = args, script, saved_epoch
-        self.signum, self.handlers, self.exiting, self.again = None, {}, False, None
+        self.signum, self.handlers, self.exiting, self.again, self.deferred = None, {}, False, None, 0
         self.lock = prepare(args, script) if is_main_process() else None
         self.writer = AsyncWriter()
 
@@ -250,7 +250,8 @@ class Run:
         self.signum = signum
         if self.exiting:  # a signal while the files in flight finish is ignored
             return
-        if _in_finalizer(frame):  # Python prints and drops an exception raised in a __del__: send it again soon
+        self.deferred += 1
+        if _unsafe_to_interrupt(frame) and self.deferred < 25:  # send it again in a moment
             self.again = threading.Timer(0.2, os.kill, (os.getpid(), signum))
             self.again.daemon = True
             self.again.start()
@@ -312,10 +313,14 @@ class Run:
         return False
 
 
-def _in_finalizer(frame):
-    """Whether ``frame`` runs inside a ``__del__`` (e.g. a DataLoader iterator joining its workers)."""
+def _unsafe_to_interrupt(frame):
+    """Whether ``frame`` runs where an exception would be lost or leave processes behind: in a
+    ``__del__`` (Python prints and drops it), or where a DataLoader starts or stops its workers
+    (an iterator left half-built never ends them, and the process waits for them at exit)."""
     while frame is not None:
-        if frame.f_code.co_name == "__del__":
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name in ("__init__", "_shutdown_workers")
+                                         and f"torch{os.sep}utils{os.sep}data" in code.co_filename):
             return True
         frame = frame.f_back
     return False

@@ -19,10 +19,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, si
 
 
 def ignore_stop_signals(worker_id=None):
-    """A DataLoader worker's ``worker_init_fn``: the main process alone decides how a run stops
-    (and ends its workers); a worker killed by a job-wide SIGTERM would make it fail noisily."""
+    """A DataLoader worker's ``worker_init_fn``: the main process alone decides how a run stops,
+    so a worker ignores the stop signals, except SIGTERM, which ends it quietly (exit 0: the
+    main process ends its workers with SIGTERM, and a worker killed by a job-wide SIGTERM would
+    make the main process fail with "DataLoader worker is killed by signal")."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 
 def resolve_device(name, local_rank=0):
