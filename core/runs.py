@@ -208,7 +208,11 @@ def _norm(v):
 
 
 def write_args(args):
-    write_json(os.path.join(args.output_dir, "args.json"), vars(args))
+    path = os.path.join(args.output_dir, "args.json")
+    try:
+        write_json(path, vars(args))
+    except OSError as e:  # name args.json, not its temporary file
+        raise OSError(e.errno, e.strerror or str(e), path) from None
 
 
 class Stopped(KeyboardInterrupt):
