@@ -26,7 +26,7 @@ import time
 
 from core.checkpoint import AsyncWriter, load, submit_epoch, to_cpu, training_state
 from core.cli import Interrupted, UserError, error_message
-from core.distributed import all_gather_object, cleanup_distributed, get_world_size, is_main_process
+from core.distributed import all_gather_object, cleanup_distributed, get_rank, get_world_size, is_main_process
 from core.engine import NonFiniteLossError
 from core.fileio import write_json
 from core.runtime import STOP_SIGNALS, rng_state
@@ -216,8 +216,8 @@ def write_args(args):
 
 
 class Stopped(KeyboardInterrupt):
-    """A scheduler's signal (``STOP_SIGNALS``), raised in the main thread as Ctrl-C is. A
-    KeyboardInterrupt, so DataLoader workers that receive it too end quietly."""
+    """A scheduler's signal (``STOP_SIGNALS``), raised in the main thread as Ctrl-C is (a
+    KeyboardInterrupt: code that handles Ctrl-C handles it too)."""
 
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
@@ -300,7 +300,9 @@ class Run:
                 except OSError as e:  # the files of the last epoch could not be written
                     exc = e
                 note = saved_note(self.args.output_dir, self.saved_epoch, self.script)
-                if not is_main_process():  # rank 0 says it
+                if not is_main_process():  # rank 0 says it, unless the cause is this rank's own (a file it read)
+                    if not stopped and isinstance(exc, DataError):
+                        print(f"error: rank {get_rank()}: training stopped: {error_message(exc)}", file=sys.stderr)
                     raise SystemExit(128 + (self.signum or signal.SIGINT) if stopped else 1)
                 if stopped and not isinstance(exc, OSError):
                     signum = self.signum or signal.SIGINT
