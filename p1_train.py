@@ -153,6 +153,7 @@ def check_args(args):
     if args.batch_size < 2:
         raise cli.UserError("--batch-size 1: the classifier's BatchNorm1d cannot train on batches of one; "
                             "use 2 or more")
+
     def build():
         return get_model(args.model, num_classes=NUM_CLASSES, width=args.width, img_size=args.img_size)
 
