@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import checkpoint
+from core import checkpoint, runs
 from tests.conftest import ROOT
 
 
@@ -119,6 +119,7 @@ def test_sigkill_with_loader_workers_then_immediate_resume_is_not_refused(synthe
     time.sleep(0.5)  # the workers of the next epoch are running
     proc.kill()
     proc.wait()
+    runs.lock_folder(str(out)).close()  # free at once, while the killed run's workers may still be alive
     saved = checkpoint.load(str(out / "last.pt"), "p1", training=True)["epoch"]
     r = subprocess.run(cmd + ["--resume", str(out / "last.pt"), "--epochs", str(saved + 1), "--workers", "0"],
                        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
