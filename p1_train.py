@@ -166,6 +166,7 @@ def check_args(args):
         raise cli.UserError(f"--crop-padding {args.crop_padding}: a {IMAGE_SIZE}x{IMAGE_SIZE} crop of an image padded "
                             f"by {IMAGE_SIZE} or more can hold no pixel of it; use less than {IMAGE_SIZE} (4: ours)")
     distributed.check_sync_bn(args)
+    runtime.check_workers(args.workers)
     runtime.check_memory(build, (3, args.img_size, args.img_size), args.batch_size, args.device, args.amp,
                          f"--img-size {args.img_size} --batch-size {args.batch_size} --width {args.width}")
     args.output_dir = args.output_dir or (os.path.dirname(args.resume) if args.resume else "runs/p1")

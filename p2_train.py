@@ -348,6 +348,7 @@ def check_args(args):
                             "(1 - p)^gamma all but zeroes every pixel's loss and nothing trains; the focal-loss "
                             "paper uses 0-5")
     distributed.check_sync_bn(args)
+    runtime.check_workers(args.workers)
     args.output_dir = args.output_dir or (os.path.dirname(args.resume) if args.resume else f"runs/p2_{args.model}")
 
 

@@ -194,6 +194,15 @@ def memory_limit(device_name):
     return limit
 
 
+def check_workers(workers):
+    """Refuse more DataLoader processes than twice this machine's CPUs (at least 4): each is a
+    copy of the training process, and more than the CPUs can run only costs memory."""
+    limit = max(4, 2 * (os.cpu_count() or 1))
+    if workers > limit:
+        raise UserError(f"--workers {workers}: more loader processes than this machine's {os.cpu_count()} CPUs can "
+                        f"run (at most {limit})")
+
+
 def check_memory(build_model, sample_shape, batch_size, device_name, amp, flags):
     """Refuse, before anything is allocated, a run whose training step cannot fit in memory;
     ``flags`` names the settings that size it (e.g. ``--img-size 4000 --batch-size 128``)."""

@@ -99,6 +99,7 @@ def test_recipes_are_the_reports_runs_and_explicit_flags_win():
     (["--class-weights", "nan,1,1,1,1,1,1"], "7 comma-separated finite"),
     (["--class-weights", "1,inf,1,1,1,1,1"], "7 comma-separated finite"),
     (["--img-size", "1"], "--img-size 1: crops smaller than 32x32"),
+    (["--workers", "100000"], "--workers 100000: more loader processes than this machine's"),
     (["--recipe", "improved", "--focal-gamma", "1e6"], "--focal-gamma 1e+06: above 10 the focal weight"),
 ])
 def test_argument_errors_are_one_line_before_any_data_is_read(tmp_path, flags, message):
