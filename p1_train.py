@@ -49,7 +49,7 @@ from core.losses import build_criterion
 from core.optim import DEFAULT_LR, build_phase, check_switch, phase_at
 from core.presets import PERSPECTIVE_DISTORTION, fixed_preprocess, make_prepare
 from datasets import DataError, P1Images
-from datasets.p1 import NUM_CLASSES
+from datasets.p1 import IMAGE_SIZE, NUM_CLASSES
 from datasets.stats import channel_stats
 from models import get_model
 
@@ -208,7 +208,11 @@ def check_args(args):
             build()
     except ValueError as e:
         raise cli.UserError(f"--img-size {args.img_size}: {e}") from None
+    if args.crop_padding >= IMAGE_SIZE:
+        raise cli.UserError(f"--crop-padding {args.crop_padding}: a {IMAGE_SIZE}x{IMAGE_SIZE} crop of an image padded "
+                            f"by {IMAGE_SIZE} or more can hold no pixel of it; use less than {IMAGE_SIZE} (4: ours)")
     distributed.check_sync_bn(args)
+    runtime.check_workers(args.workers)
     runtime.check_memory(build, (3, args.img_size, args.img_size), args.batch_size, args.device, args.amp,
                          f"--img-size {args.img_size} --batch-size {args.batch_size} --width {args.width}")
     args.output_dir = args.output_dir or (os.path.dirname(args.resume) if args.resume else "runs/p1")

@@ -299,7 +299,8 @@ def main(argv=None):
                    **{f"iou_{CLASS_NAMES[c]}": f"{v:.6f}" for c, v in per_class.items()},
                    "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}"}
             line = (f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} val_loss {val_loss:.4f} "
-                    f"val_miou {miou:.4f}{' (best)' if is_best else ''} [{train['images'] / train['seconds']:.1f} img/s]")
+                    f"val_miou {miou:.4f}{' (best)' if is_best else ''} "
+                    f"[{train['images'] / train['seconds']:.1f} img/s]")
             run.save_epoch(inference, log, row, t_other, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler,
                            phase=phase, epoch=epoch, best_score=best, is_best=is_best, line=line)
             distributed.barrier()
@@ -347,9 +348,11 @@ def check_args(args):
         raise cli.UserError(f"--img-size {args.img_size}: crops smaller than {MIN_CROP}x{MIN_CROP} (one cell of "
                             f"{args.model}'s stride-32 score map) teach it nothing; use {MIN_CROP} or more, or 0")
     if args.loss == "focal" and args.focal_gamma > MAX_FOCAL_GAMMA:
-        raise cli.UserError(f"--focal-gamma {args.focal_gamma:g}: (1 - p)^gamma vanishes for every pixel above "
-                            f"gamma {MAX_FOCAL_GAMMA} and nothing trains; the focal-loss paper uses 0-5")
+        raise cli.UserError(f"--focal-gamma {args.focal_gamma:g}: above {MAX_FOCAL_GAMMA} the focal weight "
+                            "(1 - p)^gamma all but zeroes every pixel's loss and nothing trains; the focal-loss "
+                            "paper uses 0-5")
     distributed.check_sync_bn(args)
+    runtime.check_workers(args.workers)
     args.output_dir = args.output_dir or (os.path.dirname(args.resume) if args.resume else f"runs/p2_{args.model}")
 
 

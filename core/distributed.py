@@ -132,9 +132,10 @@ class EvalSampler(Sampler):
 def make_loader(dataset, batch_size, train, workers, device, seed=0):
     """DataLoader with a DistributedSampler (train) / EvalSampler (eval) when distributed.
 
-    Training drops the last partial batch (BatchNorm needs more than one sample); workers ignore
-    the stop signals (the main process ends them) and are re-created each epoch and seeded by torch from the global RNG, which checkpoints restore,
-    so a resumed run draws the same augmentation.
+    Training drops the last partial batch (BatchNorm needs more than one sample). Workers leave
+    the stop signals to the main process (``runtime.ignore_stop_signals``); they are re-created
+    each epoch and seeded by torch from the global RNG, which checkpoints restore, so a resumed
+    run draws the same augmentation.
     """
     sampler = None
     if is_dist():

@@ -26,7 +26,7 @@ import time
 
 from core.checkpoint import AsyncWriter, load, submit_epoch, to_cpu, training_state
 from core.cli import Interrupted, UserError, error_message
-from core.distributed import all_gather_object, cleanup_distributed, get_world_size, is_main_process
+from core.distributed import all_gather_object, cleanup_distributed, get_rank, get_world_size, is_main_process
 from core.engine import NonFiniteLossError
 from core.fileio import write_json
 from core.runtime import STOP_SIGNALS, rng_state
@@ -208,12 +208,16 @@ def _norm(v):
 
 
 def write_args(args):
-    write_json(os.path.join(args.output_dir, "args.json"), vars(args))
+    path = os.path.join(args.output_dir, "args.json")
+    try:
+        write_json(path, vars(args))
+    except OSError as e:  # name args.json, not its temporary file
+        raise OSError(e.errno, e.strerror or str(e), path) from None
 
 
 class Stopped(KeyboardInterrupt):
-    """A scheduler's signal (``STOP_SIGNALS``), raised in the main thread as Ctrl-C is. A
-    KeyboardInterrupt, so DataLoader workers that receive it too end quietly."""
+    """A scheduler's signal (``STOP_SIGNALS``), raised in the main thread as Ctrl-C is (a
+    KeyboardInterrupt: code that handles Ctrl-C handles it too)."""
 
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
@@ -235,7 +239,7 @@ class Run:
 
     def __init__(self, args, script, saved_epoch=0):
         self.args, self.script, self.saved_epoch = args, script, saved_epoch
-        self.signum, self.handlers, self.exiting = None, {}, False
+        self.signum, self.handlers, self.exiting, self.again, self.deferred = None, {}, False, None, 0
         self.lock = prepare(args, script) if is_main_process() else None
         self.writer = AsyncWriter()
 
@@ -248,8 +252,15 @@ class Run:
 
     def _stop(self, signum, frame):
         self.signum = signum
-        if not self.exiting:  # a signal while the files in flight finish is ignored
-            raise Stopped(signum)
+        if self.exiting:  # a signal while the files in flight finish is ignored
+            return
+        self.deferred += 1
+        if _unsafe_to_interrupt(frame) and self.deferred < 25:  # send it again in a moment
+            self.again = threading.Timer(0.2, os.kill, (os.getpid(), signum))
+            self.again.daemon = True
+            self.again.start()
+            return
+        raise Stopped(signum)
 
     def save_epoch(self, inference, log, row, started, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score,
                    is_best, line=""):
@@ -269,7 +280,7 @@ class Run:
                          then=[lambda: self._saved(epoch, line), lambda: _append(log, row)])
         else:
             self.saved_epoch = epoch
-        if self.signum is not None:  # its Stopped was swallowed (raised inside a __del__): stop now
+        if self.signum is not None:  # a Stopped that something swallowed: stop now
             raise Stopped(self.signum)
 
     def _saved(self, epoch, line):
@@ -279,6 +290,8 @@ class Run:
 
     def __exit__(self, exc_type, exc, tb):
         self.exiting = True
+        if self.again is not None:
+            self.again.cancel()
         try:
             stopped = self.signum is not None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
             if stopped or (exc_type is not None and issubclass(exc_type, (NonFiniteLossError, DataError, OSError))):
@@ -287,7 +300,9 @@ class Run:
                 except OSError as e:  # the files of the last epoch could not be written
                     exc = e
                 note = saved_note(self.args.output_dir, self.saved_epoch, self.script)
-                if not is_main_process():  # rank 0 says it
+                if not is_main_process():  # rank 0 says it, unless the cause is this rank's own (a file it read)
+                    if not stopped and isinstance(exc, DataError):
+                        print(f"error: rank {get_rank()}: training stopped: {error_message(exc)}", file=sys.stderr)
                     raise SystemExit(128 + (self.signum or signal.SIGINT) if stopped else 1)
                 if stopped and not isinstance(exc, OSError):
                     signum = self.signum or signal.SIGINT
@@ -302,6 +317,19 @@ class Run:
             for s, handler in self.handlers.items():
                 signal.signal(s, handler)
         return False
+
+
+def _unsafe_to_interrupt(frame):
+    """Whether ``frame`` runs where an exception would be lost or leave processes behind: in a
+    ``__del__`` (Python prints and drops it), or where a DataLoader starts or stops its workers
+    (an iterator left half-built never ends them, and the process waits for them at exit)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name in ("__init__", "_shutdown_workers")
+                                         and f"torch{os.sep}utils{os.sep}data" in code.co_filename):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _append(log, row):

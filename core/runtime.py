@@ -20,10 +20,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, si
 
 
 def ignore_stop_signals(worker_id=None):
-    """A DataLoader worker's ``worker_init_fn``: the main process alone decides how a run stops
-    (and ends its workers); a worker killed by a job-wide SIGTERM would make it fail noisily."""
+    """A DataLoader worker's ``worker_init_fn``: the main process alone decides how a run stops,
+    so a worker ignores the stop signals, except SIGTERM, which ends it quietly (exit 0: the
+    main process ends its workers with SIGTERM, and a worker killed by a job-wide SIGTERM would
+    make the main process fail with "DataLoader worker is killed by signal")."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
 
 
 class StopSignal(KeyboardInterrupt):
@@ -227,6 +230,15 @@ def memory_limit(device_name):
         with open("/sys/fs/cgroup/memory.max") as f:
             limit = min(limit, int(f.read().strip()))  # "max" (no limit) is a ValueError
     return limit
+
+
+def check_workers(workers):
+    """Refuse more DataLoader processes than twice this machine's CPUs (at least 4): each is a
+    copy of the training process, and more than the CPUs can run only costs memory."""
+    limit = max(4, 2 * (os.cpu_count() or 1))
+    if workers > limit:
+        raise UserError(f"--workers {workers}: more loader processes than this machine's {os.cpu_count()} CPUs can "
+                        f"run (at most {limit})")
 
 
 def check_memory(build_model, sample_shape, batch_size, device_name, amp, flags):

@@ -514,7 +514,7 @@ def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path,
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
         except runs.Stopped:
-            pass  # as when the signal lands in a __del__ (a DataLoader iterator's): Python ignores the exception
+            pass  # swallowed by code that catches KeyboardInterrupt
         log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
         run.save_epoch(inference_ckpt(model), log, {"epoch": 4}, time.perf_counter(), optimizer=optimizer,
                        lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5, is_best=True,
@@ -525,6 +525,22 @@ def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path,
     assert isinstance(e, cli.Interrupted) and e.exit_code == 143 and "holds epoch 4" in str(e)
     assert "epoch 4: val 0.5 (best)" in capsys.readouterr().out  # the epoch's files were finished first
     assert checkpoint.load(str(tmp_path / "run" / "last.pt"), training=True)["epoch"] == 4
+
+
+def test_a_stop_signal_that_lands_in_a_finalizer_is_delivered_again(tmp_path):
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs here, inside __del__
+
+    def body(run):
+        Finalized()  # dropped at once: __del__ runs, and an exception raised in it would be lost
+        time.sleep(10)
+
+    t = time.perf_counter()
+    e = stop_run(tmp_path, body)
+    assert isinstance(e, cli.Interrupted) and e.exit_code == 143
+    assert time.perf_counter() - t < 5, "the run went on after the signal"
 
 
 def test_a_signal_the_job_ignores_stays_ignored(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import checkpoint
+from core import checkpoint, runs
 from tests.conftest import ROOT
 
 
@@ -119,6 +119,7 @@ def test_sigkill_with_loader_workers_then_immediate_resume_is_not_refused(synthe
     time.sleep(0.5)  # the workers of the next epoch are running
     proc.kill()
     proc.wait()
+    runs.lock_folder(str(out)).close()  # free at once, while the killed run's workers may still be alive
     saved = checkpoint.load(str(out / "last.pt"), "p1", training=True)["epoch"]
     r = subprocess.run(cmd + ["--resume", str(out / "last.pt"), "--epochs", str(saved + 1), "--workers", "0"],
                        env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
@@ -152,3 +153,20 @@ def test_a_size_the_machine_cannot_hold_is_refused_before_allocating(synthetic_d
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "error: --batch-size 2 --width 16 on 100000x100000 inputs: one training step needs at least" in r.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resumed_improved_run_keeps_its_normalisation_with_another_data_path(synthetic_data, tmp_path):
+    shutil.copytree(synthetic_data / "p2_data", tmp_path / "b" / "p2_data")
+    for path in (tmp_path / "b" / "p2_data" / "train").glob("*_sat.jpg"):  # other data: darker tiles
+        Image.fromarray(np.asarray(Image.open(path)) // 4).save(path)
+    out = tmp_path / "run"
+    extra = ("--recipe", "improved", "--switch-sgd-at", "0", "--cache-dir", str(tmp_path / "cache"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.run(train_cmd(synthetic_data, out, 1, *extra), env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    before = checkpoint.load(str(out / "last.pt"), "p2", training=True)["preprocess"]
+    r = subprocess.run(train_cmd(tmp_path / "b", out, 2, *extra, "--resume", str(out / "last.pt")), env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    after = checkpoint.load(str(out / "last.pt"), "p2", training=True)
+    assert after["epoch"] == 2 and after["preprocess"] == before

@@ -90,6 +90,8 @@ def test_resume_continues_from_saved_epoch(trained, p1_data, tmp_path):
     (["--label-smoothing", "1"], "--label-smoothing: expected a number in [0, 0.99]"),
     (["--img-size", "4000", "--device", "cpu"], "--img-size 4000 --batch-size 128 --width 1: one training step needs"),
     (["--img-size", "100000"], "--img-size 100000 --batch-size 128 --width 1: one training step needs"),
+    (["--batch-size", "100000"], "--img-size 224 --batch-size 100000 --width 1: one training step needs"),
+    (["--crop-padding", "100000"], "--crop-padding 100000: a 32x32 crop of an image padded by 32 or more"),
 ])
 def test_training_errors_are_one_line(tmp_path, flags, message):
     r = run_script(sys.executable, os.path.join(ROOT, "p1_train.py"), "--data-path", str(tmp_path / "nowhere"),

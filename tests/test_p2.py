@@ -98,7 +98,8 @@ def test_recipe_help_shows_the_recipes_values():
     (["--class-weights", "nan,1,1,1,1,1,1"], "7 comma-separated finite"),
     (["--class-weights", "1,inf,1,1,1,1,1"], "7 comma-separated finite"),
     (["--img-size", "1"], "--img-size 1: crops smaller than 32x32"),
-    (["--recipe", "improved", "--focal-gamma", "1e6"], "--focal-gamma 1e+06: (1 - p)^gamma vanishes"),
+    (["--workers", "100000"], "--workers 100000: more loader processes than this machine's"),
+    (["--recipe", "improved", "--focal-gamma", "1e6"], "--focal-gamma 1e+06: above 10 the focal weight"),
 ])
 def test_argument_errors_are_one_line_before_any_data_is_read(tmp_path, flags, message):
     cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(tmp_path / "nowhere"),
