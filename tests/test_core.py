@@ -156,7 +156,7 @@ def test_to_cpu_snapshot_is_independent_of_later_updates():
 
 
 def test_async_writer_runs_jobs_in_order_and_reraises():
-    writer, done = checkpoint.AsyncWriter(), []
+    writer, done = fileio.AsyncWriter(), []
 
     def slow(tag):
         time.sleep(0.05)
@@ -184,7 +184,7 @@ def test_async_writer_runs_jobs_in_order_and_reraises():
 def test_full_disk_keeps_previous_last_pt_and_holds_back_the_log_row(tmp_path, monkeypatch, full):
     folder = str(tmp_path)
     log = fileio.CSVLog(os.path.join(folder, "log.csv"), ["epoch"])
-    writer = checkpoint.AsyncWriter()
+    writer = fileio.AsyncWriter()
     model = classifier()
     checkpoint.submit_epoch(writer, folder, checkpoint.to_cpu(training_ckpt(model, epoch=1)), True,
                             then=[lambda: log.append({"epoch": 1})])
@@ -513,7 +513,7 @@ def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path,
         try:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
-        except runs.Stopped:
+        except runtime.StopSignal:
             pass  # swallowed by code that catches KeyboardInterrupt
         log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
         run.save_epoch(inference_ckpt(model), log, {"epoch": 4}, time.perf_counter(), optimizer=optimizer,
