@@ -14,14 +14,20 @@ Scheduler signals stop a run as Ctrl-C does (``STOP_SIGNALS``): the files in fli
 finished, the message says which epoch ``last.pt`` holds and how to resume, and the exit
 code is 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
 """
+import datetime
 import errno
 import fcntl
+import json
 import os
+import platform
 import re
+import shlex
 import shutil
 import signal
 import sys
 import time
+
+import torch
 
 from core.checkpoint import load, submit_epoch, to_cpu, training_state
 from core.cli import Interrupted, UserError, error_message
@@ -39,6 +45,9 @@ RUN_OUTPUTS = {"p1_train.py": ("curves.png", "confusion_matrix.png", "per_class_
 SNAPSHOT = re.compile(r".+_epoch[0-9]+\.png")
 # Settings of the process, not of the run: never taken from a --resume checkpoint.
 NOT_RESTORED = {"resume", "output_dir", "overwrite", "rank", "local_rank", "distributed", "world_size"}
+# What args.json records besides the flags (``write_args``): never restored as flags on --resume.
+RUN_RECORD = ("commands", "started", "device_used", "torch_version", "python_version")
+NOT_RESTORED |= set(RUN_RECORD)
 # Flags a --resume may change: where and how fast the run goes, and which masks it draws, not
 # what it computes (``--epochs`` has its own rule in ``check_resume``).
 MAY_CHANGE = {"device", "workers", "print_freq", "cache_dir", "no_cache", "compile", "data_path", "pretrained",
@@ -206,12 +215,44 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def write_args(args):
+def write_args(args, script, device):
+    """Write ``args.json``: the run's settings, and what they cannot say (``RUN_RECORD``): each
+    command that ran the run as typed (``commands``: the first started it, each later one resumed
+    it; kept from the folder's ``args.json`` on ``--resume``), with its start time, the device it
+    actually used and its torch and Python versions; the latest command's are also the top-level
+    ``device_used``, ``torch_version``, ``python_version``; ``started`` is the first start."""
     path = os.path.join(args.output_dir, "args.json")
+    now = {"command": shlex.join(sys.argv), "script": script,
+           "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "device_used": device_name(device), "world_size": get_world_size(),
+           "torch_version": torch.__version__, "python_version": platform.python_version()}
+    earlier = _earlier_commands(path) if args.resume else []
+    record = {"commands": earlier + [now], "started": (earlier + [now])[0].get("started", now["started"])}
+    record.update({k: now[k] for k in ("device_used", "torch_version", "python_version")})
     try:
-        write_json(path, vars(args))
+        write_json(path, {**vars(args), **record})
     except OSError as e:  # name args.json, not its temporary file
         raise OSError(e.errno, e.strerror or str(e), path) from None
+
+
+def _earlier_commands(path):
+    """The ``commands`` recorded in the ``args.json`` at ``path``; none when it is missing,
+    unreadable or written before commands were recorded (the run then starts its list again)."""
+    try:
+        with open(path) as f:
+            commands = json.load(f).get("commands")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [c for c in commands if isinstance(c, dict)] if isinstance(commands, list) else []
+
+
+def device_name(device):
+    """``cuda:0 (NVIDIA H200)``, ``cpu``: the device a run used, as its record and report name it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
 
 
 class Run:

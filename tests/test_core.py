@@ -3,7 +3,9 @@ and background writes, atomic files, the NaN guard and evaluation, compile fallb
 the command-line layer, dataset statistics, losses, batch preparation and optimizers."""
 import argparse
 import errno
+import json
 import os
+import platform
 import random
 import re
 import shutil
@@ -726,6 +728,30 @@ def test_resume_continues_only_in_its_own_folder_with_its_best_pt(tmp_path, monk
     monkeypatch.chdir(run)  # cd runs/x && python ../../p1_train.py --resume last.pt
     args, _ = runs.parse_args(recipe_parser(), ["--resume", "last.pt"], "p1")
     assert args.output_dir == "."
+
+
+def test_args_json_records_each_command_device_and_versions_and_none_become_flags(tmp_path, monkeypatch):
+    args = argparse.Namespace(output_dir=str(tmp_path), resume=None, lr=0.1)
+    monkeypatch.setattr(sys, "argv", ["../p1_train.py", "--lr", "0.1", "--output-dir", "my run"])
+    runs.write_args(args, "p1_train.py", torch.device("cpu"))
+    first = json.loads((tmp_path / "args.json").read_text())
+    assert first["lr"] == 0.1 and first["device_used"] == "cpu" and first["torch_version"] == torch.__version__
+    assert first["python_version"] == platform.python_version()
+    assert first["commands"] == [{"command": "../p1_train.py --lr 0.1 --output-dir 'my run'", "script": "p1_train.py",
+                                  "started": first["started"], "device_used": "cpu", "world_size": 1,
+                                  "torch_version": torch.__version__, "python_version": platform.python_version()}]
+    # A resumed run keeps the command that started it and adds its own; the first start stays.
+    monkeypatch.setattr(sys, "argv", ["p1_train.py", "--resume", "last.pt"])
+    runs.write_args(argparse.Namespace(**{**vars(args), "resume": "last.pt"}), "p1_train.py", "cpu")
+    resumed = json.loads((tmp_path / "args.json").read_text())
+    assert [c["command"] for c in resumed["commands"]] == [first["commands"][0]["command"],
+                                                           "p1_train.py --resume last.pt"]
+    assert resumed["started"] == first["started"]
+    # A new run in the folder (no --resume) starts its own list.
+    runs.write_args(args, "p1_train.py", "cpu")
+    assert len(json.loads((tmp_path / "args.json").read_text())["commands"]) == 1
+    # What args.json records besides the flags is never read back as a flag on --resume.
+    assert set(runs.RUN_RECORD) <= runs.NOT_RESTORED
 
 
 # --------------------------------------------------------------------------- datasets.stats
