@@ -53,6 +53,7 @@ import torch
 from core import checkpoint, cli, plots
 from core.checkpoint import CheckpointError
 from core.fileio import atomic_write_bytes, read_csv, write_json
+from core.hub import sha256_file
 from core.runs import NOT_RESTORED
 
 REPORT = "report.md"
@@ -319,14 +320,6 @@ def wrap_command(words, width=100):
 # --------------------------------------------------------------------------- the output folder
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_manifest(output):
     path = os.path.join(output, MANIFEST)
     try:
@@ -367,7 +360,7 @@ def check_ownership(output, folders, planned, overwrite):
     for name in planned:
         path = os.path.join(output, name)
         if os.path.lexists(path) and not (name in manifest and os.path.isfile(path) and not os.path.islink(path)
-                                          and manifest[name] in (None, sha256(path))):
+                                          and manifest[name] in (None, sha256_file(path))):
             foreign.append(path)
     if foreign and not overwrite:
         what = "was not written by report.py, or was edited since" if len(foreign) == 1 else \
@@ -898,7 +891,7 @@ def write_output(output, text, figures, old_manifest, with_html):
         for name, digest in old_manifest.items():  # figures of an earlier report that this one no longer has
             current = os.path.join(output, name)
             if name not in files and own_name(name) and os.path.isfile(current) and not os.path.islink(current) \
-                    and digest in (None, sha256(current)):
+                    and digest in (None, sha256_file(current)):
                 os.remove(current)
         current = os.path.join(output, MANIFEST)
         write_json(current, {"files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}})
