@@ -106,7 +106,7 @@ def main(argv=None):
         # A resumed run keeps its own input normalisation, whatever --data-path now holds.
         preprocess = resume["preprocess"] if resume is not None else get_preprocess(args, train_set)
         if distributed.is_main_process():
-            runs.write_args(args)
+            runs.write_args(args, "p1_train.py", device)
         distributed.log(f"train {len(train_set)} images, val {len(val_set)}; normalize {preprocess}; device {device}")
 
         model_kwargs = {"num_classes": NUM_CLASSES, "width": args.width, "img_size": args.img_size}

@@ -231,7 +231,7 @@ def main(argv=None):
                              args.batch_size, args.device, args.amp,
                              f"--batch-size {args.batch_size} --width {args.width} on {side}x{side} inputs")
         if distributed.is_main_process():
-            runs.write_args(args)
+            runs.write_args(args, "p2_train.py", device)
 
         model_kwargs = {"num_classes": NUM_CLASSES, "width": args.width}
         # The initialisation is no constructor setting to keep (not in model_kwargs); runs started

@@ -53,6 +53,7 @@ import torch
 from core import checkpoint, cli, plots
 from core.checkpoint import CheckpointError
 from core.fileio import atomic_write_bytes, read_csv, write_json
+from core.hub import sha256_file
 from core.runs import NOT_RESTORED
 
 REPORT = "report.md"
@@ -249,6 +250,22 @@ def value_text(value):
 def run_command(run, cache):
     """``(command, how)``: the command recorded with the run, or one rebuilt from ``args.json``."""
     args, script = run["args"], TRAIN_SCRIPT[run["problem"]]
+    recorded = [c for c in args.get("commands") or [] if isinstance(c, dict) and isinstance(c.get("command"), str)]
+    if recorded:  # core/runs.write_args: sys.argv of each command that ran the run, the first started it
+        texts = []
+        for i, c in enumerate(recorded):
+            world = c.get("world_size")
+            launcher = ["torchrun", "--nproc_per_node", str(world)] if isinstance(world, int) and world > 1 else \
+                ["python"]
+            when = f"{'started' if i == 0 else 'resumed'} {c.get('started', '(time not recorded)')}"
+            try:
+                command = wrap_command(launcher + shlex.split(c["command"]))
+            except ValueError:  # an edited args.json: shown as it is
+                command = shlex.join(launcher) + " " + c["command"]
+            texts.append(f"# {when} on {c.get('device_used', 'a device not recorded')}\n{command}")
+        how = "recorded with the run" + (f" (started, then resumed {len(recorded) - 1} time(s))"
+                                         if len(recorded) > 1 else "")
+        return "\n".join(texts), how
     for key in ("command", "argv"):
         recorded = args.get(key)
         if recorded:
@@ -303,14 +320,6 @@ def wrap_command(words, width=100):
 # --------------------------------------------------------------------------- the output folder
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_manifest(output):
     path = os.path.join(output, MANIFEST)
     try:
@@ -351,7 +360,7 @@ def check_ownership(output, folders, planned, overwrite):
     for name in planned:
         path = os.path.join(output, name)
         if os.path.lexists(path) and not (name in manifest and os.path.isfile(path) and not os.path.islink(path)
-                                          and manifest[name] in (None, sha256(path))):
+                                          and manifest[name] in (None, sha256_file(path))):
             foreign.append(path)
     if foreign and not overwrite:
         what = "was not written by report.py, or was edited since" if len(foreign) == 1 else \
@@ -539,7 +548,9 @@ def measured_on(runs, cache):
             markers.setdefault(detail.split(":")[0], detail)
             detail = "marker " + detail.split(":")[0]
         device = args.get("device", "not recorded")
-        if device == "auto":
+        if args.get("device_used"):  # recorded by core/runs.write_args (the latest command's)
+            device = f"{args['device_used']} (--device {device})"
+        elif device == "auto":
             device = "auto (the device it chose is not recorded)"
         ckpt = run["ckpt"]
         precision = ckpt["meta"].get("precision", "precision not recorded") if ckpt else "no usable best.pt"
@@ -551,7 +562,10 @@ def measured_on(runs, cache):
                      f"| {cell(device)}, {cell(precision)}, {processes} | {epochs} |")
     recorded = sorted({str(r["args"].get(k)) for r in runs if not r["missing"] and r["args"]
                        for k in ("torch_version", "torch") if r["args"].get(k)})
-    torch_line = (f"torch {', '.join(recorded)} (recorded with the runs)" if recorded else
+    pythons = sorted({str(r["args"]["python_version"]) for r in runs if not r["missing"] and r["args"]
+                      and r["args"].get("python_version")})
+    torch_line = (f"torch {', '.join(recorded)}" + (f", Python {', '.join(pythons)}" if pythons else "")
+                  + " (recorded with the runs)" if recorded else
                   f"not recorded with the runs; this report was written with torch {torch.__version__}")
     lines += [""] + [f"- Synthetic data made by `datasets/synthetic.py` with the settings in {detail}."
                      for detail in markers.values()]
@@ -877,7 +891,7 @@ def write_output(output, text, figures, old_manifest, with_html):
         for name, digest in old_manifest.items():  # figures of an earlier report that this one no longer has
             current = os.path.join(output, name)
             if name not in files and own_name(name) and os.path.isfile(current) and not os.path.islink(current) \
-                    and digest in (None, sha256(current)):
+                    and digest in (None, sha256_file(current)):
                 os.remove(current)
         current = os.path.join(output, MANIFEST)
         write_json(current, {"files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}})

@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from core.fileio import AsyncWriter, atomic_write_bytes  # noqa: F401  AsyncWriter: re-exported for core/runs.py
+from core.fileio import atomic_write_bytes
 from core.runtime import set_rng_state
 from models import get_model
 

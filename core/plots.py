@@ -246,8 +246,29 @@ def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table", last_epoch
     class_legend(fig, width)
     what = "predicted masks" if layout == "report" else "validation masks"
     title = f"{run_name}: {what} by epoch" + (f" (run of {last_epoch} epochs)" if last_epoch else "")
-    fig.suptitle(textwrap.fill(title, int(width * 10)))  # about 10 characters of 11 pt per inch
+    fit_title_and_legends(fig, title, int(width * 10))  # about 10 characters of 11 pt per inch
     return save_figure(fig, out_png)
+
+
+def fit_title_and_legends(fig, title, chars):
+    """Set ``fig``'s title wrapped at ``chars`` characters, then, measured as drawn, wrap it
+    shorter and give the legends fewer columns until each fits within the figure's width (a
+    narrow figure, e.g. of one or two epoch columns, would cut off their ends; wide characters
+    take more room than the estimate)."""
+    def too_wide(artist):
+        box, margin = artist.get_window_extent(), 0.02 * fig.bbox.width  # glyph widths vary a little with the dpi
+        return box.x0 < margin or box.x1 > fig.bbox.width - margin
+
+    fig.suptitle(textwrap.fill(title, chars))
+    fig.draw_without_rendering()
+    while chars > 4 and too_wide(fig._suptitle):
+        chars -= max(1, chars // 10)
+        fig.suptitle(textwrap.fill(title, chars))
+        fig.draw_without_rendering()
+    for legend in fig.legends:
+        while legend._ncols > 1 and too_wide(legend):
+            legend.set_ncols(legend._ncols - 1)
+            fig.draw_without_rendering()
 
 
 @report_style

@@ -14,22 +14,27 @@ Scheduler signals stop a run as Ctrl-C does (``STOP_SIGNALS``): the files in fli
 finished, the message says which epoch ``last.pt`` holds and how to resume, and the exit
 code is 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
 """
+import datetime
 import errno
 import fcntl
+import json
 import os
+import platform
 import re
+import shlex
 import shutil
 import signal
 import sys
-import threading
 import time
 
-from core.checkpoint import AsyncWriter, load, submit_epoch, to_cpu, training_state
+import torch
+
+from core.checkpoint import load, submit_epoch, to_cpu, training_state
 from core.cli import Interrupted, UserError, error_message
 from core.distributed import all_gather_object, cleanup_distributed, get_rank, get_world_size, is_main_process
 from core.engine import NonFiniteLossError
-from core.fileio import write_json
-from core.runtime import STOP_SIGNALS, rng_state
+from core.fileio import AsyncWriter, write_json
+from core.runtime import StopSignal, StopSignals, rng_state
 from datasets import DataError
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
@@ -40,6 +45,9 @@ RUN_OUTPUTS = {"p1_train.py": ("curves.png", "confusion_matrix.png", "per_class_
 SNAPSHOT = re.compile(r".+_epoch[0-9]+\.png")
 # Settings of the process, not of the run: never taken from a --resume checkpoint.
 NOT_RESTORED = {"resume", "output_dir", "overwrite", "rank", "local_rank", "distributed", "world_size"}
+# What args.json records besides the flags (``write_args``): never restored as flags on --resume.
+RUN_RECORD = ("commands", "started", "device_used", "torch_version", "python_version")
+NOT_RESTORED |= set(RUN_RECORD)
 # Flags a --resume may change: where and how fast the run goes, and which masks it draws, not
 # what it computes (``--epochs`` has its own rule in ``check_resume``).
 MAY_CHANGE = {"device", "workers", "print_freq", "cache_dir", "no_cache", "compile", "data_path", "pretrained",
@@ -207,27 +215,51 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def write_args(args):
+def write_args(args, script, device):
+    """Write ``args.json``: the run's settings, and what they cannot say (``RUN_RECORD``): each
+    command that ran the run as typed (``commands``: the first started it, each later one resumed
+    it; kept from the folder's ``args.json`` on ``--resume``), with its start time, the device it
+    actually used and its torch and Python versions; the latest command's are also the top-level
+    ``device_used``, ``torch_version``, ``python_version``; ``started`` is the first start."""
     path = os.path.join(args.output_dir, "args.json")
+    now = {"command": shlex.join(sys.argv), "script": script,
+           "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "device_used": device_name(device), "world_size": get_world_size(),
+           "torch_version": torch.__version__, "python_version": platform.python_version()}
+    earlier = _earlier_commands(path) if args.resume else []
+    record = {"commands": earlier + [now], "started": (earlier + [now])[0].get("started", now["started"])}
+    record.update({k: now[k] for k in ("device_used", "torch_version", "python_version")})
     try:
-        write_json(path, vars(args))
+        write_json(path, {**vars(args), **record})
     except OSError as e:  # name args.json, not its temporary file
         raise OSError(e.errno, e.strerror or str(e), path) from None
 
 
-class Stopped(KeyboardInterrupt):
-    """A scheduler's signal (``STOP_SIGNALS``), raised in the main thread as Ctrl-C is (a
-    KeyboardInterrupt: code that handles Ctrl-C handles it too)."""
+def _earlier_commands(path):
+    """The ``commands`` recorded in the ``args.json`` at ``path``; none when it is missing,
+    unreadable or written before commands were recorded (the run then starts its list again)."""
+    try:
+        with open(path) as f:
+            commands = json.load(f).get("commands")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [c for c in commands if isinstance(c, dict)] if isinstance(commands, list) else []
 
-    def __init__(self, signum):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+
+def device_name(device):
+    """``cuda:0 (NVIDIA H200)``, ``cpu``: the device a run used, as its record and report name it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
 
 
 class Run:
     """A training run around its epoch loop: ``with runs.Run(args, "p2_train.py", epoch) as run:``.
 
-    On entry: the run folder is checked and locked (rank 0); ``STOP_SIGNALS`` raise ``Stopped``.
+    On entry: the run folder is checked and locked (rank 0); ``STOP_SIGNALS`` raise ``runtime.StopSignal``
+    (``runtime.StopSignals``: one deferred in a ``__del__`` is sent again).
     ``run.save_epoch`` ends each epoch (checkpoints, the log row and the epoch's line, written
     and printed in the background by ``run.writer``).
     On exit, however the loop ends: pending writes finish; Ctrl-C or a stop signal becomes
@@ -239,28 +271,17 @@ class Run:
 
     def __init__(self, args, script, saved_epoch=0):
         self.args, self.script, self.saved_epoch = args, script, saved_epoch
-        self.signum, self.handlers, self.exiting, self.again, self.deferred = None, {}, False, None, 0
         self.lock = prepare(args, script) if is_main_process() else None
         self.writer = AsyncWriter()
+        self.signals = StopSignals()
+
+    @property
+    def signum(self):
+        return self.signals.signum
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            # A signal the job was started to ignore (nohup: SIGHUP; a shell's background job: SIGINT) stays ignored.
-            self.handlers = {s: signal.signal(s, self._stop) for s in STOP_SIGNALS
-                             if signal.getsignal(s) is not signal.SIG_IGN}
+        self.signals.__enter__()
         return self
-
-    def _stop(self, signum, frame):
-        self.signum = signum
-        if self.exiting:  # a signal while the files in flight finish is ignored
-            return
-        self.deferred += 1
-        if _unsafe_to_interrupt(frame) and self.deferred < 25:  # send it again in a moment
-            self.again = threading.Timer(0.2, os.kill, (os.getpid(), signum))
-            self.again.daemon = True
-            self.again.start()
-            return
-        raise Stopped(signum)
 
     def save_epoch(self, inference, log, row, started, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score,
                    is_best, line=""):
@@ -280,8 +301,8 @@ class Run:
                          then=[lambda: self._saved(epoch, line), lambda: _append(log, row)])
         else:
             self.saved_epoch = epoch
-        if self.signum is not None:  # a Stopped that something swallowed: stop now
-            raise Stopped(self.signum)
+        if self.signum is not None:  # a StopSignal that something swallowed: stop now
+            raise StopSignal(self.signum)
 
     def _saved(self, epoch, line):
         self.saved_epoch = epoch
@@ -289,9 +310,7 @@ class Run:
             print(line, flush=True)
 
     def __exit__(self, exc_type, exc, tb):
-        self.exiting = True
-        if self.again is not None:
-            self.again.cancel()
+        self.signals.hold()  # a signal while the files in flight finish is only recorded
         try:
             stopped = self.signum is not None or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
             if stopped or (exc_type is not None and issubclass(exc_type, (NonFiniteLossError, DataError, OSError))):
@@ -314,22 +333,8 @@ class Run:
             cleanup_distributed()
             if self.lock is not None:
                 self.lock.close()
-            for s, handler in self.handlers.items():
-                signal.signal(s, handler)
+            self.signals.__exit__(exc_type, exc, tb)
         return False
-
-
-def _unsafe_to_interrupt(frame):
-    """Whether ``frame`` runs where an exception would be lost or leave processes behind: in a
-    ``__del__`` (Python prints and drops it), or where a DataLoader starts or stops its workers
-    (an iterator left half-built never ends them, and the process waits for them at exit)."""
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "__del__" or (code.co_name in ("__init__", "_shutdown_workers")
-                                         and f"torch{os.sep}utils{os.sep}data" in code.co_filename):
-            return True
-        frame = frame.f_back
-    return False
 
 
 def _append(log, row):

@@ -41,10 +41,12 @@ class StopSignals:
     """``with StopSignals() as signals:`` each of ``STOP_SIGNALS`` raises ``StopSignal`` in the
     main thread, so a scheduler's SIGTERM ends a command as Ctrl-C does. After ``hold()`` a
     signal is only recorded (``signum``), so the files in flight finish. A signal the job was
-    started to ignore (nohup: SIGHUP) stays ignored; the handlers are restored on exit."""
+    started to ignore (nohup: SIGHUP; a shell's background job: SIGINT) stays ignored; the
+    handlers are restored on exit. A signal that lands where an exception would be lost or leave
+    processes behind (``_unsafe_to_interrupt``) is sent again 0.2 s later (at most 25 times)."""
 
     def __init__(self):
-        self.signum, self.holding, self.previous = None, False, {}
+        self.signum, self.holding, self.previous, self.again, self.deferred = None, False, {}, None, 0
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -54,16 +56,40 @@ class StopSignals:
 
     def _stop(self, signum, frame):
         self.signum = signum
-        if not self.holding:
-            raise StopSignal(signum)
+        if self.holding:
+            return
+        self.deferred += 1
+        if _unsafe_to_interrupt(frame) and self.deferred < 25:  # send it again in a moment
+            self.again = threading.Timer(0.2, os.kill, (os.getpid(), signum))
+            self.again.daemon = True
+            self.again.start()
+            return
+        raise StopSignal(signum)
 
     def hold(self):
         self.holding = True
+        if self.again is not None:
+            self.again.cancel()
 
     def __exit__(self, exc_type, exc, tb):
+        self.hold()
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+        self.previous = {}
         return False
+
+
+def _unsafe_to_interrupt(frame):
+    """Whether ``frame`` runs where an exception would be lost or leave processes behind: in a
+    ``__del__`` (Python prints and drops it), or where a DataLoader starts or stops its workers
+    (an iterator left half-built never ends them, and the process waits for them at exit)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or (code.co_name in ("__init__", "_shutdown_workers")
+                                         and f"torch{os.sep}utils{os.sep}data" in code.co_filename):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def resolve_device(name, local_rank=0):

@@ -3,7 +3,9 @@ and background writes, atomic files, the NaN guard and evaluation, compile fallb
 the command-line layer, dataset statistics, losses, batch preparation and optimizers."""
 import argparse
 import errno
+import json
 import os
+import platform
 import random
 import re
 import shutil
@@ -156,7 +158,7 @@ def test_to_cpu_snapshot_is_independent_of_later_updates():
 
 
 def test_async_writer_runs_jobs_in_order_and_reraises():
-    writer, done = checkpoint.AsyncWriter(), []
+    writer, done = fileio.AsyncWriter(), []
 
     def slow(tag):
         time.sleep(0.05)
@@ -184,7 +186,7 @@ def test_async_writer_runs_jobs_in_order_and_reraises():
 def test_full_disk_keeps_previous_last_pt_and_holds_back_the_log_row(tmp_path, monkeypatch, full):
     folder = str(tmp_path)
     log = fileio.CSVLog(os.path.join(folder, "log.csv"), ["epoch"])
-    writer = checkpoint.AsyncWriter()
+    writer = fileio.AsyncWriter()
     model = classifier()
     checkpoint.submit_epoch(writer, folder, checkpoint.to_cpu(training_ckpt(model, epoch=1)), True,
                             then=[lambda: log.append({"epoch": 1})])
@@ -513,7 +515,7 @@ def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path,
         try:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
-        except runs.Stopped:
+        except runtime.StopSignal:
             pass  # swallowed by code that catches KeyboardInterrupt
         log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
         run.save_epoch(inference_ckpt(model), log, {"epoch": 4}, time.perf_counter(), optimizer=optimizer,
@@ -726,6 +728,30 @@ def test_resume_continues_only_in_its_own_folder_with_its_best_pt(tmp_path, monk
     monkeypatch.chdir(run)  # cd runs/x && python ../../p1_train.py --resume last.pt
     args, _ = runs.parse_args(recipe_parser(), ["--resume", "last.pt"], "p1")
     assert args.output_dir == "."
+
+
+def test_args_json_records_each_command_device_and_versions_and_none_become_flags(tmp_path, monkeypatch):
+    args = argparse.Namespace(output_dir=str(tmp_path), resume=None, lr=0.1)
+    monkeypatch.setattr(sys, "argv", ["../p1_train.py", "--lr", "0.1", "--output-dir", "my run"])
+    runs.write_args(args, "p1_train.py", torch.device("cpu"))
+    first = json.loads((tmp_path / "args.json").read_text())
+    assert first["lr"] == 0.1 and first["device_used"] == "cpu" and first["torch_version"] == torch.__version__
+    assert first["python_version"] == platform.python_version()
+    assert first["commands"] == [{"command": "../p1_train.py --lr 0.1 --output-dir 'my run'", "script": "p1_train.py",
+                                  "started": first["started"], "device_used": "cpu", "world_size": 1,
+                                  "torch_version": torch.__version__, "python_version": platform.python_version()}]
+    # A resumed run keeps the command that started it and adds its own; the first start stays.
+    monkeypatch.setattr(sys, "argv", ["p1_train.py", "--resume", "last.pt"])
+    runs.write_args(argparse.Namespace(**{**vars(args), "resume": "last.pt"}), "p1_train.py", "cpu")
+    resumed = json.loads((tmp_path / "args.json").read_text())
+    assert [c["command"] for c in resumed["commands"]] == [first["commands"][0]["command"],
+                                                           "p1_train.py --resume last.pt"]
+    assert resumed["started"] == first["started"]
+    # A new run in the folder (no --resume) starts its own list.
+    runs.write_args(args, "p1_train.py", "cpu")
+    assert len(json.loads((tmp_path / "args.json").read_text())["commands"]) == 1
+    # What args.json records besides the flags is never read back as a flag on --resume.
+    assert set(runs.RUN_RECORD) <= runs.NOT_RESTORED
 
 
 # --------------------------------------------------------------------------- datasets.stats

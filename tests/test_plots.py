@@ -227,3 +227,16 @@ def test_p1_tsne_missing_checkpoint_is_one_line_error(tmp_path, tiny_p1):
     r = tsne("--checkpoint", str(tmp_path / "none.pt"), "--images", str(images), "--output-dir", str(tmp_path),
              cwd=tmp_path)
     assert r.returncode == 1 and "checkpoint not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("epochs", [[1], [1, 2], [1, 2, 3]])
+def test_epoch_masks_title_and_legend_fit_a_narrow_figure(tmp_path, epochs):
+    # One or two epoch columns make a narrow figure; a title of wide characters must still wrap inside it.
+    rows = [(image_id, image, truth, preds[:len(epochs)]) for image_id, image, truth, preds in mask_rows()]
+    fig = plots.plot_epoch_masks(rows, epochs, tmp_path / "m.png", "WWWWW (MMMMMMMM WWWWWW, run WWWWWWWWWWWWWWWWWW)",
+                                 layout="report", last_epoch=len(epochs))
+    assert_png(tmp_path / "m.png")
+    fig.draw_without_rendering()  # measured at the figure's own dpi
+    for artist in (fig._suptitle, fig.legends[0]):
+        box = artist.get_window_extent()
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and 0 <= box.y0 and box.y1 <= fig.bbox.height

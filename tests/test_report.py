@@ -5,13 +5,16 @@ not fatal, and the output folder rules (never a run folder, never a file the too
 """
 import json
 import os
+import platform
 import re
 import shutil
 import sys
 
 import pytest
+import torch
 
 from core.fileio import read_csv
+from core.runs import RUN_RECORD
 from tests.conftest import ROOT, run_script
 
 P2_TINY = ("--width", "16", "--pretrained", "none", "--batch-size", "2", "--workers", "0", "--device", "cpu",
@@ -86,8 +89,14 @@ def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
     # The session's data is made by generate() without the marker `python -m datasets.synthetic`
     # writes, and it is not official-sized: unknown, not claimed real.
     assert text.count("**unknown** (no synthetic-data marker, and not the official file counts") == 4
-    assert "rebuilt from args.json" in text and "--recipe improved" in text and "bash hw2_p2.sh" in text
-    assert "--lr 0.001 " in text and f"--output-dir {runs / 'p2_fcn8s'}" in text
+    # The commands as typed, recorded with each run (args.json), and the device and torch that ran them.
+    commands = section(text, "### Commands that produced the runs", "### Grading commands")
+    assert commands.count("recorded with the run:") == 4 and "rebuilt" not in commands
+    assert "--recipe improved" in commands and "--lr 1e-3" in commands and "bash hw2_p2.sh" in text
+    assert f"python {ROOT}/p2_train.py --recipe improved" in commands.replace(" \\\n   ", "")
+    assert f"--output-dir {runs / 'p2_fcn8s'}" in commands and "# started 20" in commands
+    assert text.count("| cpu (--device cpu), ") == 4
+    assert f"- torch: torch {torch.__version__}, Python {platform.python_version()} (recorded with the runs)." in text
     # --html: one self-contained page, every figure embedded.
     page = (out / "report.html").read_text()
     sources = re.findall(r'<img alt="[^"]*" src="([^"]{0,30})', page)
@@ -109,14 +118,30 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
     log = (edited / "log.csv").read_text().splitlines()
     log[1] = re.sub(r"^((?:[^,]*,){5})[^,]*", r"\g<1>0.999999", log[1])  # val_miou of epoch 1
     (edited / "log.csv").write_text("\n".join(log) + "\n")
+    saved = json.loads((edited / "args.json").read_text())  # a run from before commands were recorded
+    (edited / "args.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in RUN_RECORD}))
+    resumed = tmp_path / "resumed"  # started on this machine, resumed on two GPUs
+    shutil.copytree(runs / "p2_fcn32s", resumed)
+    saved = json.loads((resumed / "args.json").read_text())
+    saved["commands"].append({"command": "p2_train.py --resume last.pt", "started": "2026-01-02T03:04:05+00:00",
+                              "device_used": "cuda:0 (NVIDIA H200)", "world_size": 2})
+    (resumed / "args.json").write_text(json.dumps({**saved, "device_used": "cuda:0 (NVIDIA H200)"}))
     out = tmp_path / "report"
-    r = report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet")
+    r = report(runs, out, "--ablation", edited, "--ablation", resumed, p1=partial, improved=tmp_path / "not trained yet")
     assert r.returncode == 0
     assert re.search(r"best\.pt records val_miou 0\.\d{6} at epoch 1, but log\.csv has 0\.999999: the two files are "
                      "from different runs", r.stderr)
     text = (out / "report.md").read_text()
     assert "best.pt: checkpoint not found" in section(text, "## Problem 1", "## Problem 2")
     assert "**synthetic** (marker" in text and "seed 3" in text and "Synthetic data." in text
+    rebuilt = section(text, "(`" + str(edited) + "`), ", "```\n\n")  # its command rebuilt from its settings
+    assert rebuilt.startswith("rebuilt from args.json") and "--recipe improved" in rebuilt and "--lr 0.001 " in rebuilt
+    assert f"--output-dir {runs / 'p2_fcn8s'}" in rebuilt.replace(" \\\n   ", "")
+    both = section(text, "(`" + str(resumed) + "`), ", "```\n\n")  # the command that started it, then the resume
+    assert both.startswith("recorded with the run (started, then resumed 1 time(s))") and "--recipe baseline" in both
+    assert "# resumed 2026-01-02T03:04:05+00:00 on cuda:0 (NVIDIA H200)\n" \
+           "torchrun --nproc_per_node 2 p2_train.py --resume last.pt\n" in both
+    assert "| cuda:0 (NVIDIA H200) (--device cpu), " in text
     assert "not trained yet: no such folder" in section(text, "### 3. Network architecture of the improved")
     baseline = best(runs / "p2_fcn32s" / "log.csv", "val_miou")["val_miou"]
     assert f"baseline model on the validation set is **{baseline}**" in text
