@@ -493,6 +493,11 @@ def stop_run(tmp_path, body):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT])
 def test_scheduler_signals_stop_a_run_as_ctrl_c_does(tmp_path, signum):
+    ignored_at_start = signal.getsignal(signum) == signal.SIG_IGN
+    if ignored_at_start:
+        # A shell starts background jobs (e.g. `make test &`) with SIGINT ignored, and a run keeps an
+        # ignored signal ignored (tested below): give the signal its usual handler for this test.
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     before = signal.getsignal(signum)
 
     def body(run):
@@ -500,11 +505,16 @@ def test_scheduler_signals_stop_a_run_as_ctrl_c_does(tmp_path, signum):
         time.sleep(5)  # the handler raises here
         raise AssertionError("the signal did not stop the run")
 
-    e = stop_run(tmp_path, body)
+    try:
+        e = stop_run(tmp_path, body)
+    finally:
+        after = signal.getsignal(signum)
+        if ignored_at_start:
+            signal.signal(signum, signal.SIG_IGN)
     assert isinstance(e, cli.Interrupted) and e.exit_code == 128 + signum
     assert f"holds epoch 3; continue with: python p2_train.py --resume {tmp_path / 'run' / 'last.pt'}" in str(e)
     assert (f"stopped by {signal.Signals(signum).name}" in str(e)) == (signum != signal.SIGINT)
-    assert signal.getsignal(signum) is before  # restored
+    assert after is before  # restored
 
 
 def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path, capsys):
