@@ -31,8 +31,8 @@ import time
 
 import torch
 
-from bench import gpu, grading, report, speed
-from bench.row import TILE_SIZE
+from benchmarks import gpu, grading, speed, summary
+from benchmarks.row import TILE_SIZE
 from core import cli
 from core.runtime import resolve_device
 
@@ -64,10 +64,10 @@ def main(args):
     device = resolve_device(args.device)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    result = report.new_result(args, device)
+    result = summary.new_result(args, device)
 
     def save():
-        report.save(result, args.json)
+        summary.save(result, args.json)
 
     work = tempfile.mkdtemp(prefix="bench-")
     try:
@@ -85,7 +85,7 @@ def main(args):
         shutil.rmtree(work, ignore_errors=True)
     result["complete"] = True
     save()
-    report.print_table(result)
+    summary.print_table(result)
     print(f"\nwrote {args.json}")
     return result
 

@@ -193,12 +193,7 @@ def check_args(args):
     def build():
         return get_model(args.model, num_classes=NUM_CLASSES, width=args.width, img_size=args.img_size)
 
-    try:
-        warning = check_switch(args)
-    except ValueError as e:
-        raise cli.UserError(str(e)) from None
-    if warning:
-        print(warning, file=sys.stderr)
+    check_switch(args)
     if args.switch_sgd_at and args.sgd_lr is None:
         raise cli.UserError(f"--switch-sgd-at {args.switch_sgd_at}: give the SGD phase's --sgd-lr")
     if args.lr is None:

@@ -332,12 +332,7 @@ def check_args(args):
     """Every combination of flags that cannot run, found before any data is read."""
     if args.batch_size < 2:
         raise cli.UserError("--batch-size 1: BatchNorm cannot train on batches of one; use 2 or more")
-    try:
-        warning = check_switch(args)
-    except ValueError as e:
-        raise cli.UserError(str(e)) from None
-    if warning:
-        print(warning, file=sys.stderr)
+    check_switch(args)
     late = [e for e in args.snapshot_epochs if e > args.epochs]
     if late:
         raise cli.UserError(f"--snapshot-epochs {','.join(map(str, args.snapshot_epochs))}: epoch(s) "

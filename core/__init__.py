@@ -16,5 +16,5 @@
     plots          every figure
     pretrained     find and read ImageNet VGG16(-BN) weights (never downloads)
     hub            default checkpoints: the manifest, its publish command, the checked download
-    course_grader  the course's own mIoU code, kept verbatim as a reference for tests and bench/
+    course_grader  the course's own mIoU code, kept verbatim as a reference for tests and benchmarks/
 """

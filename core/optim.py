@@ -1,5 +1,9 @@
 """Optimizers and per-epoch learning-rate schedules (one meaning per name for P1 and P2)."""
+import sys
+
 import torch
+
+from core.cli import UserError
 
 # The learning rate of each optimizer when --lr is not given (P1): ours for SGD, Adam's usual 1e-3
 # (also the seed author's).
@@ -33,18 +37,17 @@ def build_scheduler(name, optimizer, epochs, step_size=0, gamma=0.1):
 
 
 def check_switch(args):
-    """A ``--switch-sgd-at`` that cannot run raises ValueError; returns a warning (or None) for
-    one after the last epoch."""
+    """Refuse a ``--switch-sgd-at`` that cannot run (``UserError``); warn about one after the last
+    epoch."""
     if not args.switch_sgd_at:
-        return None
+        return
     if args.optimizer != "adam":
-        raise ValueError("--switch-sgd-at switches from Adam to SGD; it needs --optimizer adam")
+        raise UserError("--switch-sgd-at switches from Adam to SGD; it needs --optimizer adam")
     if args.switch_sgd_at == 1:
-        raise ValueError("--switch-sgd-at 1 would skip Adam entirely; use --optimizer sgd instead")
+        raise UserError("--switch-sgd-at 1 would skip Adam entirely; use --optimizer sgd instead")
     if args.switch_sgd_at > args.epochs:
-        return (f"warning: --switch-sgd-at {args.switch_sgd_at} is after --epochs {args.epochs}: this run ends "
-                "before the SGD phase (0 = Adam only)")
-    return None
+        print(f"warning: --switch-sgd-at {args.switch_sgd_at} is after --epochs {args.epochs}: this run ends "
+              "before the SGD phase (0 = Adam only)", file=sys.stderr)
 
 
 def phase_at(args, epoch):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.naive import NaiveP1Images, NaiveP2Tiles, naive_p2_prepare
-from bench.row import IMAGENET
+from benchmarks.naive import NaiveP1Images, NaiveP2Tiles, naive_p2_prepare
+from benchmarks.row import IMAGENET
 from core.engine import train_step
 from core.presets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
 from datasets import IGNORE_INDEX, P1Images, P2Tiles

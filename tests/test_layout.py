@@ -1,17 +1,16 @@
 """The repository's shape: the top level holds the entry points only, and no module (library,
 script or test) imports an entry point; imports point down the three floors (entry points,
-then ``core``/``datasets``/``bench``, then ``models``); the README's layout table names every
+then ``core``/``datasets``/``benchmarks``, then ``models``); the README's layout table names every
 module."""
 import ast
-import importlib.util
 import os
 
 from tests.conftest import ROOT
 
 ENTRY_POINTS = {"p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_evaluate", "bench", "report"}
-PACKAGES = ("core", "datasets", "models", "bench", "tests")
-# The library's floors: a module imports its own floor or one below; ``bench`` serves ``bench.py`` alone.
-FLOORS = {"models": 1, "core": 2, "datasets": 2, "bench": 2}
+PACKAGES = ("core", "datasets", "models", "benchmarks", "tests")
+# The library's floors: a module imports its own floor or one below; ``benchmarks`` serves ``bench.py`` alone.
+FLOORS = {"models": 1, "core": 2, "datasets": 2, "benchmarks": 2}
 
 
 def python_files():
@@ -36,11 +35,9 @@ def test_top_level_holds_only_the_entry_points():
 
 
 def test_no_module_imports_an_entry_point():
-    # ``import bench`` is the package: Python takes a folder before a module of the same name.
-    shadowed = {name for name in ENTRY_POINTS if name in PACKAGES}
-    assert all(importlib.util.find_spec(name).submodule_search_locations for name in shadowed)
+    assert not ENTRY_POINTS & set(PACKAGES)  # a package named like a script would hide it from imports
     offenders = [(path, m) for path in python_files() for m in imported_modules(path)
-                 if m.split(".")[0] in ENTRY_POINTS - shadowed]
+                 if m.split(".")[0] in ENTRY_POINTS]
     assert offenders == []
 
 
@@ -49,7 +46,7 @@ def test_imports_point_down_the_floors():
                  if os.path.dirname(path) in FLOORS and m.split(".")[0] in FLOORS
                  and FLOORS[m.split(".")[0]] > FLOORS[os.path.dirname(path)]]
     library = [(path, m) for path in python_files() for m in imported_modules(path)
-               if os.path.dirname(path) in FLOORS.keys() - {"bench"} and m.split(".")[0] == "bench"]
+               if os.path.dirname(path) in FLOORS.keys() - {"benchmarks"} and m.split(".")[0] == "benchmarks"]
     assert offenders == [] and library == []
 
 

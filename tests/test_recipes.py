@@ -23,8 +23,8 @@ SCRIPTS = ("p1_train", "p1_test", "p1_tsne", "p2_train", "p2_test", "mean_iou_ev
 
 @functools.cache
 def script(name):
-    """The globals of the script ``<name>.py``, run as a script (not imported). Not under its own
-    name: while it runs, that name in ``sys.modules`` would hide the package ``bench.py`` imports."""
+    """The globals of the script ``<name>.py``, run as a script (not imported), under a name no
+    module has."""
     return runpy.run_path(os.path.join(ROOT, f"{name}.py"), run_name=f"{name}_script")
 
 

@@ -7,8 +7,8 @@ import gc
 import torch
 from torch import nn
 
-from bench.row import IMAGENET
-from bench.timing import dtype_name, median_seconds
+from benchmarks.row import IMAGENET
+from benchmarks.timing import dtype_name, median_seconds
 from core import engine
 from core.presets import make_prepare
 from core.runtime import amp_dtype, make_scaler, maybe_compile

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from bench.row import TILE_SIZE
+from benchmarks.row import TILE_SIZE
 from datasets import class_to_rgb
 from datasets.p2 import MASK_SUFFIX, SAT_SUFFIX
 from datasets.synthetic import p2_tile

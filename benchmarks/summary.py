@@ -6,8 +6,8 @@ import platform
 
 import torch
 
-from bench.grading import GRADED_TILES
-from bench.timing import dtype_name
+from benchmarks.grading import GRADED_TILES
+from benchmarks.timing import dtype_name
 from core.fileio import write_json
 from core.runtime import amp_dtype
 

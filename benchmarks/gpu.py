@@ -36,10 +36,10 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from bench.images import write_tiles
-from bench.row import IMAGENET, TILE_SIZE, row
-from bench.steps import Variant, loop_epoch, pick_ours, time_variants
-from bench.timing import count_flops, dtype_name, measure_peaks, run_child
+from benchmarks.images import write_tiles
+from benchmarks.row import IMAGENET, TILE_SIZE, row
+from benchmarks.steps import Variant, loop_epoch, pick_ours, time_variants
+from benchmarks.timing import count_flops, dtype_name, measure_peaks, run_child
 from core.distributed import make_loader
 from core.presets import CIFAR_MEAN, CIFAR_STD, make_prepare
 from core.runtime import amp_dtype

@@ -23,9 +23,9 @@ import sys
 
 import torch
 
-from bench.images import image_folder, write_mosaics, write_tiles
-from bench.row import IMAGENET, TILE_SIZE, row
-from bench.timing import dtype_name, run_child
+from benchmarks.images import image_folder, write_mosaics, write_tiles
+from benchmarks.row import IMAGENET, TILE_SIZE, row
+from benchmarks.timing import dtype_name, run_child
 from core import checkpoint
 from core.runtime import inference_dtype
 from datasets import NUM_CLASSES, read_rgb

@@ -1,5 +1,5 @@
 """The naive baselines: the way course code for this homework typically reads (see
-``bench/speed.py`` for what each row compares them with)."""
+``benchmarks/speed.py`` for what each row compares them with)."""
 import os
 import random
 

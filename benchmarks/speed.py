@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bench.images import dihedral
-from bench.naive import NaiveP1Images, NaiveP2Tiles, naive_loader_prepare, naive_p2_prepare
-from bench.row import IMAGENET, TILE_SIZE, row
-from bench.steps import Variant, loop_epoch, ours_variants, pick_ours, time_variants
-from bench.timing import count_flops, dtype_name, measure_peaks, median_seconds
+from benchmarks.images import dihedral
+from benchmarks.naive import NaiveP1Images, NaiveP2Tiles, naive_loader_prepare, naive_p2_prepare
+from benchmarks.row import IMAGENET, TILE_SIZE, row
+from benchmarks.steps import Variant, loop_epoch, ours_variants, pick_ours, time_variants
+from benchmarks.timing import count_flops, dtype_name, measure_peaks, median_seconds
 from core.course_grader import mean_iou_score
 from core.metrics import ConfusionMatrix
 from core.presets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
