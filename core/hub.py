@@ -34,7 +34,7 @@ import torch
 
 from core import checkpoint, cli
 from core.checkpoint import CheckpointError
-from core.fileio import write_json
+from core.fileio import temporary_name, write_json
 
 FORMAT = "dlcv-hw2-manifest"
 VERSION = 1
@@ -92,7 +92,7 @@ def download(url, dst, sha256, size, progress=None):
     """Download ``url`` to ``dst`` through a temporary file beside it, checked against ``size`` and
     ``sha256`` before the rename; CheckpointError naming both otherwise, and nothing left behind."""
     folder = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(folder, f".{os.path.basename(dst)[:150]}.download{os.getpid()}")
+    tmp = temporary_name(folder, ".download")
     progress = sys.stderr.isatty() if progress is None else progress
     print(f"downloading {url} to {dst} ({size / 2 ** 20:.1f} MiB)", file=sys.stderr, flush=True)
     timeout = socket.getdefaulttimeout()
