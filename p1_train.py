@@ -95,7 +95,7 @@ def write_per_class_csv(cm, path):
 
 
 def main(argv=None):
-    args, resume = runs.parse_args(get_args_parser(), argv, "p1")  # resume: the --resume checkpoint or None
+    args, resume = runs.parse(get_args_parser(), argv, "p1", RECIPES)  # resume: the --resume checkpoint or None
     lr_given = args.lr is not None
     check_args(args)
     distributed.init_distributed_mode(args)
@@ -215,8 +215,8 @@ def check_args(args):
 
 def get_args_parser(add_help=True):
     parent = cli.training_parser(__doc__)
-    p = cli.RunParser(description=__doc__, add_help=add_help, formatter_class=cli.HelpFormatter, parents=[parent],
-                      recipes=RECIPES)
+    p = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=cli.HelpFormatter,
+                                parents=[parent], allow_abbrev=False)  # runs.parse reads --recipe/--resume itself
     p.add_argument("--recipe", default="ours", choices=list(RECIPES), help="a named run (see above)")
     p.add_argument("--data-path", default="data/synthetic/p1_data", help="folder holding train_50/ and val_50/")
     p.add_argument("--model", default="classifier", choices=["classifier"], help="registered model name")

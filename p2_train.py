@@ -214,7 +214,7 @@ def snapshot_indices(val_set, ids):
 
 
 def main(argv=None):
-    args, resume = runs.parse_args(get_args_parser(), argv, "p2")  # resume: the --resume checkpoint or None
+    args, resume = runs.parse(get_args_parser(), argv, "p2", RECIPES)  # resume: the --resume checkpoint or None
     check_args(args)
     backbone = backbone_state_dict(args)
     distributed.init_distributed_mode(args)
@@ -353,8 +353,8 @@ def check_args(args):
 
 def get_args_parser(add_help=True):
     parent = cli.training_parser(__doc__)
-    p = cli.RunParser(description=__doc__, add_help=add_help, formatter_class=cli.HelpFormatter, parents=[parent],
-                      recipes=RECIPES)
+    p = argparse.ArgumentParser(description=__doc__, add_help=add_help, formatter_class=cli.HelpFormatter,
+                                parents=[parent], allow_abbrev=False)  # runs.parse reads --recipe/--resume itself
     p.add_argument("--recipe", default="baseline", choices=list(RECIPES), help="a named run (see above)")
     p.add_argument("--data-path", default="data/synthetic/p2_data", help="folder holding train/ and validation/")
     p.add_argument("--model", choices=["fcn32s", "fcn8s"], help="network")

@@ -45,32 +45,6 @@ class Interrupted(Exception):
         self.exit_code = exit_code
 
 
-class RunParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` for training scripts whose defaults are, in this order of choice:
-
-    * ``resumed``: the settings saved in the ``--resume`` checkpoint (set by the script after
-      loading it), so ``--resume last.pt`` alone continues the run as it was started;
-    * else the chosen ``--recipe``'s values (``recipes``: name -> {dest: value}), so
-      ``parse_args(["--recipe", "improved"])`` returns the improved run and ``--help`` after
-      ``--recipe NAME`` shows that recipe.
-
-    Flags given on the command line always win.
-    """
-
-    def __init__(self, *a, recipes=None, **kw):
-        super().__init__(*a, **kw)
-        self.recipes, self.resumed = recipes, None
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self.resumed is not None:
-            self.set_defaults(**self.resumed)
-        elif self.recipes:
-            pre = argparse.ArgumentParser(add_help=False)
-            pre.add_argument("--recipe", choices=list(self.recipes), default=next(iter(self.recipes)))
-            self.set_defaults(**self.recipes[pre.parse_known_args(args)[0].recipe])
-        return super().parse_known_args(args, namespace)
-
-
 def _number(cast, low=None, high=None, low_open=False, what="number"):
     def parse(text):
         try:

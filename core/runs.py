@@ -153,27 +153,64 @@ def command(script):
     return sys.argv[0] if sys.argv and os.path.basename(sys.argv[0]) == script else script
 
 
-def parse_args(parser, argv, problem):
-    """``(args, checkpoint)``: the parsed flags, and the ``--resume`` training checkpoint or None.
+def parse(parser, argv, problem, recipes):
+    """``(args, checkpoint)``: ``argv`` parsed once, and the ``--resume`` training checkpoint or None.
 
-    With ``--resume``, ``argv`` is parsed again with the checkpoint's settings as defaults, so a
-    resumed run continues with its own settings, and flags given now that would change what it
-    computes are refused (``check_resume``). A resumed run continues in its checkpoint's folder
-    (``--output-dir`` may only name that folder). ``--data-path`` and ``--cache-dir`` are kept
-    as absolute paths, so a run resumes from any working directory (e.g. inside its folder).
+    The defaults are set first, each layer over the next: the settings saved in the ``--resume``
+    checkpoint (so ``--resume last.pt`` alone continues the run as it was started), then the
+    recipe (``recipes``: name -> {dest: value}; the ``--recipe`` given, else the resumed run's,
+    else the parser's default), then the parser's own; a flag given on the command line always
+    wins, and ``--help`` after ``--recipe NAME`` shows that recipe's values. ``--recipe`` and
+    ``--resume`` are read from ``argv`` beforehand by ``_given``, which needs a parser built with
+    ``allow_abbrev=False`` (so ``--rec`` is refused, never read as ``--recipe``); ``--help``
+    loads no checkpoint. A resumed run's flags that would change what it computes are refused
+    (``check_resume``), and it continues in its checkpoint's folder (``resume_folder``).
+    ``--data-path`` and ``--cache-dir`` are kept as absolute paths, so a run resumes from any
+    working directory (e.g. inside its folder).
     """
+    if parser.allow_abbrev:
+        raise ValueError("runs.parse reads --recipe and --resume from argv itself: build the parser with "
+                         "allow_abbrev=False")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    given = _given(argv, ("--recipe", "--resume", "--help", "-h"))
+    ckpt, saved = None, {}
+    if given["--resume"] and not (given["--help"] or given["-h"]):
+        ckpt = load(given["--resume"], problem, training=True)
+        saved = {k: v for k, v in ckpt["args"].items() if k not in NOT_RESTORED}
+    recipe = given["--recipe"] or saved.get("recipe") or parser.get_default("recipe")
+    parser.set_defaults(**{**recipes.get(recipe, {}), **saved})  # an unknown --recipe: parse_args names it
     args = parser.parse_args(argv)
-    ckpt = None
-    if args.resume:
-        ckpt = load(args.resume, problem, training=True)
-        parser.resumed = {k: v for k, v in ckpt["args"].items() if k not in NOT_RESTORED}
-        args = parser.parse_args(argv)
+    if ckpt is not None:
         check_resume(args, ckpt, args.resume)
         args.output_dir = resume_folder(args.resume, args.output_dir, ckpt)
     for key in ("data_path", "cache_dir"):
         if getattr(args, key, None):
             setattr(args, key, os.path.abspath(getattr(args, key)))
     return args, ckpt
+
+
+# What argparse reads as a negative number, not a flag (argparse._negative_number_matcher).
+NEGATIVE = re.compile(r"-\d+|-\d*\.\d+")
+
+
+def _given(argv, flags):
+    """What ``argv`` gives each of ``flags`` as argparse reads it without abbreviations, nothing
+    after ``--``: ``-h``/``--help`` True when present; a flag taking a value the last ``--flag
+    value`` or ``--flag=value`` (None when absent, or when no value follows: parse_args refuses it)."""
+    found = dict.fromkeys(flags)
+    for i, token in enumerate(argv):
+        if token == "--":
+            break
+        name, eq, value = token.partition("=")
+        if token in ("-h", "--help"):
+            found[token] = True
+        elif name in found and eq:
+            found[name] = value
+        elif name in found:
+            following = argv[i + 1] if i + 1 < len(argv) else "-"
+            # argparse takes a following "-x" for a flag, a negative number for a value
+            found[name] = None if following.startswith("-") and not NEGATIVE.fullmatch(following) else following
+    return found
 
 
 def resume_folder(path, output_dir, ckpt):

@@ -89,26 +89,65 @@ RECIPES = {"small": {"epochs": 3, "lr": 0.1}, "big": {"epochs": 50, "lr": 0.01}}
 
 
 def recipe_parser():
-    p = cli.RunParser(parents=[cli.training_parser("x")], recipes=RECIPES, formatter_class=cli.HelpFormatter)
+    p = argparse.ArgumentParser(parents=[cli.training_parser("x")], formatter_class=cli.HelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--recipe", default="small", choices=list(RECIPES))
     return p
 
 
-def test_run_parser_recipes_flags_and_resumed_defaults(capsys):
-    args = recipe_parser().parse_args([])
+def parse(argv):
+    return runs.parse(recipe_parser(), argv, "p1", RECIPES)
+
+
+def saved_run(folder, **args):
+    """A run folder holding a p1 ``last.pt`` whose saved settings are the parser's, with ``args``."""
+    folder.mkdir(exist_ok=True)
+    ckpt = training_ckpt(classifier(), **{"lr": 0.1, "epochs": 3, "recipe": "small", "lr_schedule": "none", **args})
+    ckpt["args"] = {**vars(recipe_parser().parse_args([])), **ckpt["args"]}
+    checkpoint.save(ckpt, str(folder / "last.pt"))
+    (folder / "best.pt").write_text("x")
+    (folder / "log.csv").write_text("epoch\n1\n")
+    return ckpt, str(folder / "last.pt")
+
+
+def test_parse_recipes_flags_and_resumed_defaults(tmp_path, capsys):
+    args = parse([])[0]
     assert (args.recipe, args.epochs, args.lr) == ("small", 3, 0.1)
-    args = recipe_parser().parse_args(["--recipe", "big"])
+    args = parse(["--recipe", "big"])[0]
     assert (args.recipe, args.epochs, args.lr) == ("big", 50, 0.01)
-    args = recipe_parser().parse_args(["--recipe", "big", "--lr", "0.5"])
+    args = parse(["--recipe=big", "--lr", "0.5"])[0]
     assert (args.epochs, args.lr) == (50, 0.5)
-    parser = recipe_parser()
-    parser.resumed = {"recipe": "big", "epochs": 7, "lr": 0.2}
-    args = parser.parse_args(["--recipe", "small"])
-    assert (args.recipe, args.epochs, args.lr) == ("small", 7, 0.2)  # the run's settings, not the recipe's
-    assert parser.parse_args(["--epochs", "9"]).epochs == 9
+    _, path = saved_run(tmp_path / "run", recipe="big", epochs=7, lr=0.2)
+    args = parse(["--resume", path, "--recipe", "big"])[0]
+    assert (args.recipe, args.epochs, args.lr) == ("big", 7, 0.2)  # the run's settings, not the recipe's
+    assert parse([f"--resume={path}", "--epochs", "9"])[0].epochs == 9
+    with pytest.raises(cli.UserError, match="--recipe 'small' \\(the run has 'big'\\)"):
+        parse(["--resume", path, "--recipe", "small"])
     with pytest.raises(SystemExit):
-        recipe_parser().parse_args(["--recipe", "big", "--help"])
+        parse(["--recipe", "big", "--help"])
     assert "total epochs (default: 50)" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as e:  # --help loads no checkpoint: it shows the help, not an error
+        parse(["--resume", str(tmp_path / "missing.pt"), "--help"])
+    assert e.value.code == 0 and "total epochs (default: 3)" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as e:  # no abbreviations: --rec never quietly means --recipe
+        parse(["--rec", "big"])
+    assert e.value.code == 2 and "unrecognized arguments: --rec big" in capsys.readouterr().err
+
+
+def test_parse_reads_a_resumed_run_in_one_pass(tmp_path, monkeypatch):
+    """The defaults are set before the one parse: a resumed run is parsed once (the old RunParser
+    parsed up to 4 times), and a parser that allows abbreviations is refused."""
+    _, path = saved_run(tmp_path / "run", recipe="big", epochs=7, lr=0.2)
+    calls = []
+    parse_known_args = argparse.ArgumentParser.parse_known_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args",
+                        lambda self, *a, **k: calls.append(a) or parse_known_args(self, *a, **k))
+    args, loaded = parse(["--resume", path, "--workers", "3"])
+    assert len(calls) == 1 and (args.epochs, args.lr, args.workers) == (7, 0.2, 3) and loaded["epoch"] == 2
+    calls.clear()
+    assert parse(["--recipe", "big"])[0].epochs == 50 and len(calls) == 1  # a new run: once too
+    with pytest.raises(ValueError, match="allow_abbrev=False"):
+        runs.parse(argparse.ArgumentParser(), [], "p1", RECIPES)
 
 
 def test_parse_args_resumes_with_the_runs_settings_and_refuses_a_changed_flag(tmp_path):
@@ -118,12 +157,12 @@ def test_parse_args_resumes_with_the_runs_settings_and_refuses_a_changed_flag(tm
     checkpoint.save(ckpt, path)
     (tmp_path / "best.pt").write_text("x")
     (tmp_path / "log.csv").write_text("epoch\n1\n")
-    args, loaded = runs.parse_args(recipe_parser(), ["--resume", path, "--workers", "3"], "p1")
+    args, loaded = parse(["--resume", path, "--workers", "3"])
     assert (args.epochs, args.lr, args.workers) == (3, 0.1, 3) and loaded["epoch"] == ckpt["epoch"]
     assert args.output_dir == str(tmp_path)  # a resumed run continues in its own folder
-    assert runs.parse_args(recipe_parser(), ["--lr", "0.3"], "p1")[1] is None  # no --resume: a new run
+    assert parse(["--lr", "0.3"])[1] is None  # no --resume: a new run
     with pytest.raises(cli.UserError, match="--lr 0.3"):
-        runs.parse_args(recipe_parser(), ["--resume", path, "--lr", "0.3"], "p1")
+        parse(["--resume", path, "--lr", "0.3"])
 
 
 def test_resume_continues_only_in_its_own_folder_with_its_best_pt(tmp_path, monkeypatch):
@@ -135,16 +174,15 @@ def test_resume_continues_only_in_its_own_folder_with_its_best_pt(tmp_path, monk
     (run / "best.pt").write_text("x")
     (run / "log.csv").write_text("epoch\n1\n")
     with pytest.raises(cli.UserError, match="--output-dir .*other: a resumed run continues in its own folder"):
-        runs.parse_args(recipe_parser(), ["--resume", str(run / "last.pt"), "--output-dir", str(tmp_path / "other")],
-                        "p1")
-    assert runs.parse_args(recipe_parser(), ["--resume", str(run / "last.pt"), "--output-dir", str(run)], "p1")
+        parse(["--resume", str(run / "last.pt"), "--output-dir", str(tmp_path / "other")])
+    assert parse(["--resume", str(run / "last.pt"), "--output-dir", str(run)])
     copied = tmp_path / "elsewhere"
     copied.mkdir()
     shutil.copy(run / "last.pt", copied / "last.pt")
     with pytest.raises(cli.UserError, match="lacks the run's best.pt and log.csv"):
-        runs.parse_args(recipe_parser(), ["--resume", str(copied / "last.pt")], "p1")
+        parse(["--resume", str(copied / "last.pt")])
     monkeypatch.chdir(run)  # cd runs/x && python ../../p1_train.py --resume last.pt
-    args, _ = runs.parse_args(recipe_parser(), ["--resume", "last.pt"], "p1")
+    args, _ = parse(["--resume", "last.pt"])
     assert args.output_dir == "."
 
 

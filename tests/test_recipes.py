@@ -2,7 +2,9 @@
 learning rate that follows the optimizer, the shared ``--help`` formatter, the FCN head
 initialisations and the t-SNE layers. Parsing only: nothing here trains more than one tiny epoch."""
 import argparse
+import contextlib
 import functools
+import io
 import os
 import runpy
 import subprocess
@@ -13,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from core import cli, runtime
+from core import cli, runs, runtime
 from core.presets import IMAGENET_MEAN, IMAGENET_STD, fixed_preprocess, to_float
 from models import Classifier, FCN8VGG, FCN32VGg
 from tests.conftest import ROOT
@@ -29,7 +31,11 @@ def script(name):
 
 
 def parse(name, *argv):
-    return script(name)["get_args_parser"]().parse_args(list(argv))
+    """``argv`` parsed as the script does: a training script through ``runs.parse`` with its recipes."""
+    g = script(name)
+    if "RECIPES" in g:
+        return runs.parse(g["get_args_parser"](), list(argv), name[:2], g["RECIPES"])[0]
+    return g["get_args_parser"]().parse_args(list(argv))
 
 
 def settings(args, keys):
@@ -148,8 +154,6 @@ def test_p1_report_run_logs_its_lr_and_progress_readably_into_a_file(tmp_path):
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch):
-    import io
-
     from core.engine import progress_bar
 
     class Terminal(io.StringIO):
@@ -175,10 +179,10 @@ def test_p1_switch_needs_adam_and_an_sgd_rate():
 
 
 def help_text(name, *argv):
-    parser = script(name)["get_args_parser"]()
-    if isinstance(parser, cli.RunParser):
-        parser.parse_known_args(list(argv))  # a RunParser takes its recipe's defaults while parsing
-    return " ".join(parser.format_help().split())
+    out = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(out):
+        parse(name, *argv, "--help")
+    return " ".join(out.getvalue().split())
 
 
 def test_help_formatter_shows_defaults_as_typed_and_no_empty_ones():
