@@ -193,6 +193,13 @@ def parse(parser, argv, problem, recipes):
 NEGATIVE = re.compile(r"-\d+|-\d*\.\d+")
 
 
+def _is_value(token):
+    """Whether argparse reads ``token`` after a flag as its value, not as another flag (as
+    ``ArgumentParser._parse_optional`` does for a parser with no flag that looks like a negative
+    number): "-", a negative number, and a string with a space are values."""
+    return not token.startswith("-") or token == "-" or bool(NEGATIVE.fullmatch(token)) or " " in token
+
+
 def _given(argv, flags):
     """What ``argv`` gives each of ``flags`` as argparse reads it without abbreviations, nothing
     after ``--``: ``-h``/``--help`` True when present; a flag taking a value the last ``--flag
@@ -207,9 +214,7 @@ def _given(argv, flags):
         elif name in found and eq:
             found[name] = value
         elif name in found:
-            following = argv[i + 1] if i + 1 < len(argv) else "-"
-            # argparse takes a following "-x" for a flag, a negative number for a value
-            found[name] = None if following.startswith("-") and not NEGATIVE.fullmatch(following) else following
+            found[name] = argv[i + 1] if i + 1 < len(argv) and _is_value(argv[i + 1]) else None
     return found
 
 

@@ -150,6 +150,19 @@ def test_parse_reads_a_resumed_run_in_one_pass(tmp_path, monkeypatch):
         runs.parse(argparse.ArgumentParser(), [], "p1", RECIPES)
 
 
+def test_parse_reads_resume_as_argparse_does(tmp_path, monkeypatch):
+    """Checkpoint names argparse takes for a value although they start with "-": each is resumed
+    with the run's settings, never read as a new run."""
+    _, path = saved_run(tmp_path, recipe="big", epochs=7, lr=0.2)
+    monkeypatch.chdir(tmp_path)
+    for name in ("-", "-1", "-0.5", "- my run.pt"):
+        shutil.copy(path, name)
+        args, loaded = parse(["--resume", name])
+        assert loaded is not None and (args.resume, args.epochs, args.output_dir) == (name, 7, "."), name
+    with pytest.raises(SystemExit):  # a flag where the value should be: argparse's usage error, no checkpoint read
+        parse(["--resume", "--workers", "3"])
+
+
 def test_parse_args_resumes_with_the_runs_settings_and_refuses_a_changed_flag(tmp_path):
     ckpt = training_ckpt(classifier(), epochs=3, lr=0.1, recipe="small", lr_schedule="none")
     ckpt["args"] = {**vars(recipe_parser().parse_args([])), **ckpt["args"]}
