@@ -15,8 +15,9 @@ of ``--model`` next to this file (``checkpoints/p2_fcn8s_best.pt``, or
 predicted by ``core.sliding_window`` in windows of the model's input size (a 512x512 tile is
 one window: exactly the model's own prediction). Masks are RGB palette PNGs of the input's
 size (``datasets.masks``). Images are decoded in ``--workers`` processes and masks encoded and
-written in a thread, beside the model. ``--precision auto`` predicts in the precision the
-checkpoint was validated in during training, so the masks score what the training log says;
+written in a thread, beside the model. ``--precision auto`` predicts in exactly the precision
+the checkpoint was validated in during training, so the masks score what the training log says
+(fp32, with a note, on a device without arithmetic for it: ``core/inference.py``);
 ``--precision bf16`` runs bf16 autocast with channels_last, faster on a CPU with bf16
 arithmetic (the README's Performance section measures both).
 
