@@ -30,12 +30,11 @@ import sys
 
 import torch
 
-from core import cli, hub
-from core.checkpoint import CheckpointError, load_model
-from core.engine import map_batches
+from core import cli
+from core.checkpoint import CheckpointError
 from core.fileio import WrittenFiles, file_id, read_csv, write_csv
+from core.inference import load_for_inference
 from core.metrics import ConfusionMatrix
-from core.runtime import inference_dtype, resolve_device
 from datasets import DataError, P1Images, parse_label
 from datasets.common import IMAGE_EXTS, format_problems, list_dir
 
@@ -130,20 +129,14 @@ def main(argv=None):
         raise cli.UserError("--images and --output are required (or pass --score-csv CSV)")
     output = csv_path(args.output)
     written = check_output(args.output, output, args.images, args.overwrite)
-    device = resolve_device(args.device)
-    model, ckpt = load_model(hub.grading_checkpoint(args.checkpoint, "classifier"), "p1", device)
-    dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
-    channels_last = device.type == "cuda" or dtype is not None
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    num_classes = ckpt["model_kwargs"]["num_classes"]
+    loaded = load_for_inference(args.checkpoint, "p1", args.device, args.precision)
+    model, num_classes = loaded.model, loaded.ckpt["model_kwargs"]["num_classes"]
     data = P1Images(args.images, require_labels=False, num_classes=num_classes, progress=False,
                     skip_unreadable=True)
     unlabelled = [n for n, y in zip(data.files, data.labels.tolist()) if y < 0]
     if args.score and unlabelled:
         raise cli.UserError(f"--score: {len(unlabelled)} file name(s) carry no label, e.g. {unlabelled[0]}")
-    preds = map_batches(lambda x: model(x).argmax(1), data.images, ckpt["preprocess"], model.img_size, device,
-                        args.batch_size, dtype, channels_last)
+    preds = loaded.map_batches(lambda x: model(x).argmax(1), data.images, args.batch_size, model.img_size)
     if preds is None:  # every image unreadable
         preds = torch.zeros(0, dtype=torch.int64)
     name = os.path.basename(output)

@@ -18,11 +18,10 @@ import sys
 
 import numpy as np
 
-from core import cli, hub, plots
-from core.checkpoint import CheckpointError, load_model
-from core.engine import map_batches
+from core import cli, plots
+from core.checkpoint import CheckpointError
 from core.fileio import write_csv
-from core.runtime import inference_dtype, resolve_device
+from core.inference import load_for_inference
 from datasets import DataError, P1Images
 
 # --layer -> the figure's words for it.
@@ -53,7 +52,7 @@ def short_path(path):
     return path if rel.startswith(os.pardir) else rel
 
 
-def caption(args, ckpt, labels, feature_dim, perplexity, img_size):
+def caption(args, path, ckpt, labels, feature_dim, perplexity, img_size):
     """The run's details, printed under the figure."""
     classes = len(np.unique(labels[labels >= 0]))
     unlabelled = int((labels < 0).sum())
@@ -63,7 +62,7 @@ def caption(args, ckpt, labels, feature_dim, perplexity, img_size):
             + (f", {unlabelled:,} without a label" if unlabelled else "") + "); "
             f"{feature_dim}-d {LAYER_NAMES[args.layer]} features of {ckpt['model_name']}({kwargs}) "
             f"at a {img_size}x{img_size} input; "
-            f"checkpoint {short_path(args.checkpoint)}" + (f" (epoch {epoch})" if epoch is not None else "")
+            f"checkpoint {short_path(path)}" + (f" (epoch {epoch})" if epoch is not None else "")
             + f"; t-SNE with PCA init, perplexity {perplexity:g}, seed {args.seed}.")
 
 
@@ -72,24 +71,23 @@ def main(argv=None):
     if os.path.realpath(args.output_dir) == os.path.realpath(args.images):
         raise cli.UserError(f"--output-dir {args.output_dir} is the image folder itself; pass another folder "
                             "for tsne.png and tsne.csv")
-    device = resolve_device(args.device)
-    args.checkpoint = hub.grading_checkpoint(args.checkpoint, "classifier")
-    model, ckpt = load_model(args.checkpoint, "p1", device)
+    loaded = load_for_inference(args.checkpoint, "p1", args.device, args.precision)
+    model, ckpt = loaded.model, loaded.ckpt
     num_classes = ckpt["model_kwargs"]["num_classes"]
     data = P1Images(args.images, require_labels=False, num_classes=num_classes, progress=False)
     keep = choose(len(data), args.max_images, args.seed)
     names = [data.files[i] for i in keep]
     labels = data.labels[keep].numpy()
-    dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
-    features = map_batches(lambda x: model.features(x, args.layer).float(), data.images[keep], ckpt["preprocess"],
-                           model.img_size, device, args.batch_size, dtype)
+    features = loaded.map_batches(lambda x: model.features(x, args.layer).float(), data.images[keep], args.batch_size,
+                                  model.img_size)
     features = features.numpy() if features is not None else np.zeros((0, 1), dtype=np.float32)
     xy = embed(features, args.perplexity, args.seed)
     csv_path, png_path = os.path.join(args.output_dir, "tsne.csv"), os.path.join(args.output_dir, "tsne.png")
     write_csv(csv_path, ["image_id", "label", "x", "y"],
               [[name, label, f"{x:.6f}", f"{y:.6f}"] for name, label, (x, y) in zip(names, labels.tolist(),
                                                                                    xy.tolist())])
-    text = caption(args, ckpt, labels, features.shape[1], min(args.perplexity, len(names) - 1), model.img_size)
+    text = caption(args, loaded.path, ckpt, labels, features.shape[1], min(args.perplexity, len(names) - 1),
+                   model.img_size)
     plots.plot_tsne(xy, labels, png_path, text, num_classes=num_classes,
                     heading=f"t-SNE of {LAYER_NAMES[args.layer]} features")
     print(f"wrote {png_path} and {csv_path} ({len(names)} images)")

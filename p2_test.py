@@ -15,8 +15,9 @@ of ``--model`` next to this file (``checkpoints/p2_fcn8s_best.pt``, or
 predicted by ``core.sliding_window`` in windows of the model's input size (a 512x512 tile is
 one window: exactly the model's own prediction). Masks are RGB palette PNGs of the input's
 size (``datasets.masks``). Images are decoded in ``--workers`` processes and masks encoded and
-written in a thread, beside the model. ``--precision auto`` predicts in the precision the
-checkpoint was validated in during training, so the masks score what the training log says;
+written in a thread, beside the model. ``--precision auto`` predicts in exactly the precision
+the checkpoint was validated in during training, so the masks score what the training log says
+(fp32, with a note, on a device without arithmetic for it: ``core/inference.py``);
 ``--precision bf16`` runs bf16 autocast with channels_last, faster on a CPU with bf16
 arithmetic (the README's Performance section measures both).
 
@@ -57,11 +58,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from core import cli, hub
-from core.checkpoint import CheckpointError, load_model
+from core import cli
+from core.checkpoint import CheckpointError
 from core.fileio import AsyncWriter, WrittenFiles, atomic_write_bytes, file_id, is_temporary, remove_orphans
+from core.inference import load_for_inference
 from core.metrics import ConfusionMatrix
-from core.runtime import StopSignals, ignore_stop_signals, inference_dtype, resolve_device
+from core.runtime import StopSignals, ignore_stop_signals
 from core.sliding_window import WEIGHTINGS, available_bytes, native_window, predict_masks, window_bytes
 from datasets import NUM_CLASSES, DataError, list_pairs, read_mask, read_rgb
 from datasets.common import MAX_SIDE, format_problems, list_dir
@@ -205,24 +207,16 @@ def main(argv=None):
             raise cli.UserError(f"{flag}: empty path")
     if args.gt:
         check_gt_folder(args.gt, args.output)
-    device = resolve_device(args.device)
     pairs = list_pairs(args.images, require_masks=False)
     ids = list(pairs)
     gt_paths = check_gt(args.gt, ids) if args.gt else [None] * len(ids)
-    model_name = args.model or "fcn8s"
-    path = hub.grading_checkpoint(args.checkpoint, model_name)
-    model, ckpt = load_model(path, "p2", device)
-    if args.model or not args.checkpoint:
-        hub.expect_model(ckpt, path, model_name)
+    loaded = load_for_inference(args.checkpoint, "p2", args.device, args.precision, args.model)
+    model, device = loaded.model, loaded.device
     try:
         window = native_window(model, args.window)
     except ValueError as e:
         raise cli.UserError(f"--window: {e}") from None
     batch_size = check_window(window, model, args.batch_size, device)
-    dtype = inference_dtype(device, args.precision, ckpt["meta"].get("precision", "fp32"))
-    channels_last = device.type == "cuda" or dtype is not None
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
     names = [i + MASK_SUFFIX for i in ids]
     record = output_folder(args.output, args.images, names, args.overwrite)
     try:
@@ -236,10 +230,10 @@ def main(argv=None):
                         worker_init_fn=ignore_stop_signals if args.workers else None)
     cm = ConfusionMatrix(NUM_CLASSES) if args.gt else None
     errors, written, stopped, full = [], {}, None, None
-    masks = predict_masks(model, readable(loader, errors), mean=ckpt["preprocess"]["mean"],
-                          std=ckpt["preprocess"]["std"], window=window, overlap=args.overlap,
-                          weighting=args.weighting, batch_size=batch_size, device=device, dtype=dtype,
-                          channels_last=channels_last)
+    masks = predict_masks(model, readable(loader, errors), mean=loaded.preprocess["mean"],
+                          std=loaded.preprocess["std"], window=window, overlap=args.overlap,
+                          weighting=args.weighting, batch_size=batch_size, device=device, dtype=loaded.dtype,
+                          channels_last=loaded.channels_last)
     writer = AsyncWriter("mask-writer")  # one mask is encoded and written while the next image is predicted
     with StopSignals() as signals:  # SIGTERM (a scheduler's) stops grading as Ctrl-C does
         try:

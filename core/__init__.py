@@ -7,7 +7,9 @@
                    (the one background writer), WrittenFiles (what a grading script wrote)
     runs           a run folder: never clobber another run, one writer at a time, resume, the epoch record
     checkpoint     the checkpoint format: build, save (in the background), load, check, rebuild the model
-    engine         train_one_epoch / evaluate (the epoch loop lives in each script), map_batches
+    engine         train_one_epoch / evaluate (the epoch loop lives in each script)
+    inference      checkpoint -> model, device, precision, memory format, normalisation for the three
+                   inference scripts; P1 inference in batches
     losses         focal loss and the criterion a run asks for
     optim          optimizers and per-epoch schedules
     presets        batch preparation on the device: normalisation, P1 augmentation, resizing to the input side

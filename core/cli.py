@@ -104,10 +104,12 @@ def inference_parser(problem, batch_size, batch_help):
                    help=f"best.pt or last.pt of {problem}_train.py; ${env} when set (and not empty); else the "
                         "default checkpoint in checkpoints/, downloaded when missing (core/hub.py)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda when available")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto: the precision the checkpoint was validated in during training (fp32 unless it was "
-                        "trained with --amp), so the scores match the training log; bf16: bf16 autocast (on CUDA: "
-                        "the AMP type), faster on CPUs with bf16 arithmetic, predictions may differ slightly")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: exactly the precision the checkpoint was validated in during training (fp32 unless "
+                        "it was trained with --amp: bf16, or fp16 on a GPU without bf16), so the scores match the "
+                        "training log; fp32 with a note on a device without arithmetic for it. fp32/bf16/fp16 force "
+                        "it; bf16 is faster on CPUs with bf16 arithmetic, predictions may differ slightly "
+                        "(core/inference.py)")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_help)
     return p
 

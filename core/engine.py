@@ -1,7 +1,6 @@
 """``train_one_epoch`` and ``evaluate``, the helpers each training script's loop calls
 (torchvision references' ``train_one_epoch`` / ``evaluate``). The epoch loop itself, with
 validation, checkpoints and optimizer switches, is written out in each script's ``main``.
-``map_batches`` runs a trained P1 model over a folder's images (``p1_test.py``, ``p1_tsne.py``).
 """
 import sys
 import time
@@ -11,7 +10,6 @@ from tqdm import tqdm
 
 from core.distributed import all_reduce_sum, is_main_process
 from core.metrics import ConfusionMatrix
-from core.presets import model_inputs
 from core.runtime import autocast
 
 
@@ -84,20 +82,6 @@ def train_one_epoch(model, criterion, optimizer, loader, device, epoch, prepare,
     loss_sum, count = all_reduce_sum([total.item(), images], device)
     return {"loss": loss_sum / count if count else float("nan"), "images": images,
             "seconds": time.perf_counter() - start, "data_seconds": data_seconds}
-
-
-@torch.inference_mode()
-def map_batches(fn, images, preprocess, img_size, device, batch_size, dtype=None, channels_last=False):
-    """``fn`` over uint8 N x 3 x h x w ``images`` in batches, each moved to ``device``, normalised
-    with ``preprocess`` and resized to ``img_size`` there; the outputs concatenated on the CPU
-    (None for no image). P1's inference: ``fn`` is the model's argmax or its ``features``."""
-    outs = []
-    for i in range(0, len(images), batch_size):
-        x = model_inputs(images[i:i + batch_size].to(device, non_blocking=True), preprocess["mean"],
-                         preprocess["std"], img_size, channels_last)
-        with autocast(device, dtype):
-            outs.append(fn(x).cpu())
-    return torch.cat(outs) if outs else None
 
 
 @torch.inference_mode()

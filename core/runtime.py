@@ -138,6 +138,29 @@ def cpu_computes_bf16():
         return False
 
 
+# Each precision as checkpoints record it (``meta["precision"]``, ``--precision``) -> its autocast dtype.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_computes_fp16():
+    """Whether this CPU has fp16 arithmetic that oneDNN uses (x86 AVX512-FP16 or AMX-FP16); the
+    same private checks as ``cpu_computes_bf16``, any failure reads as "no"."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def computes(device, precision):
+    """Whether ``device`` has arithmetic for ``precision`` (``PRECISIONS``); without it a reduced
+    precision runs emulated, slower than fp32."""
+    if precision == "fp32":
+        return True
+    if device.type == "cuda":
+        return precision == "fp16" or torch.cuda.is_bf16_supported(including_emulation=False)
+    return cpu_computes_bf16() if precision == "bf16" else cpu_computes_fp16()
+
+
 def precision_name(dtype):
     """``"bf16"``, ``"fp16"`` or ``"fp32"`` (None) for an autocast dtype: how checkpoints record it."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
@@ -146,18 +169,16 @@ def precision_name(dtype):
 def inference_dtype(device, precision, trained="fp32"):
     """``--precision`` -> autocast dtype (None: fp32).
 
-    ``auto`` is ``trained``, the precision the checkpoint's validation ran in, so predictions
-    reproduce the logged scores; reduced precision then needs a device that computes it (CUDA,
-    or a CPU with bf16 arithmetic), else fp32. ``bf16`` forces bf16 autocast (on CUDA, the AMP
-    type).
+    ``auto`` is exactly ``trained``, the precision the checkpoint's validation ran in (fp32, bf16
+    or fp16), so predictions reproduce the logged scores, on a device that ``computes`` it; else
+    fp32 (``core.inference`` says so). ``fp32``, ``bf16`` and ``fp16`` force that precision, emulated
+    where the device lacks the arithmetic; UserError for bf16 on a GPU that cannot run it at all.
     """
     if precision == "auto":
-        if trained == "fp32" or not (device.type == "cuda" or cpu_computes_bf16()):
-            return None
-        precision = "bf16"
-    if precision == "fp32":
-        return None
-    return amp_dtype(device, True) if device.type == "cuda" else torch.bfloat16
+        precision = trained if computes(device, trained) else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("--precision bf16: this GPU cannot run bf16; use --precision fp16 or fp32")
+    return PRECISIONS[precision]
 
 
 def autocast(device, dtype):

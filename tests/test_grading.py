@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import checkpoint, cli
+from core import checkpoint, cli, runtime
 from core.checkpoint import CheckpointError
 from core.fileio import WrittenFiles, file_id, read_csv
 from core.presets import to_float
@@ -268,6 +268,23 @@ def test_p2_fp32_masks_are_the_models_own_prediction(p2_ckpt, tmp_path, capsys):
     assert np.array_equal(read_mask(str(tmp_path / "fp32" / "0000_mask.png")), ref.numpy())
     assert p2(images, tmp_path / "bf16", p2_ckpt, capsys, "--precision", "bf16")[0] == 0
     assert (read_mask(str(tmp_path / "bf16" / "0000_mask.png")) == ref.numpy()).mean() > 0.9
+
+
+def test_p2_auto_falls_back_to_fp32_with_one_note(p2_ckpt, tmp_path, capsys, monkeypatch):
+    """An fp16-validated checkpoint on a CPU without fp16 arithmetic: fp32, said once (core/inference.py)."""
+    state = checkpoint.load(str(p2_ckpt))
+    fp16 = tmp_path / "fp16.pt"
+    checkpoint.save({**state, "meta": {**state["meta"], "precision": "fp16"}}, str(fp16))
+    images = tmp_path / "images"
+    images.mkdir()
+    image(images / "0000_sat.jpg", (64, 64))
+    monkeypatch.setattr(runtime, "cpu_computes_fp16", lambda: False)
+    code, _, err = p2(images, tmp_path / "auto", fp16, capsys)
+    assert code == 0 and err.count("note:") == 1 and f"{fp16} was validated in fp16" in err, err
+    assert "predicting in fp32" in err
+    assert p2(images, tmp_path / "fp32", fp16, capsys, "--precision", "fp32")[0] == 0
+    masks = [read_mask(str(tmp_path / d / "0000_mask.png")) for d in ("auto", "fp32")]
+    assert np.array_equal(*masks)
 
 
 @pytest.mark.parametrize("name, default", [("p1_test", "p1_best.pt"), ("p2_test", "p2_fcn8s_best.pt")])
