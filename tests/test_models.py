@@ -1,4 +1,4 @@
-"""Tests for models/ and core/pretrained.py: seed printouts, parameter counts, output sizes,
+"""Tests for models/ (the registry, models/pretrained.py): seed printouts, parameter counts, output sizes,
 initialisation, VGG weight copying and weight-file loading.
 
 Width-1 models are only built on the meta device (printing and counting need no memory or
@@ -15,7 +15,7 @@ from torch import nn
 
 from models import MODELS, FCN8VGG, Classifier, FCN32VGg, copy_params_from_vgg16, get_model
 from models.fcn import get_upsampling_weight
-from core.pretrained import TORCHVISION_FILES, load_vgg_state_dict
+from models.pretrained import TORCHVISION_FILES, load_vgg_state_dict
 
 SEED_PRINTS = Path(__file__).parent / "seed_prints"
 NAMES = ["classifier", "fcn32s", "fcn8s"]
