@@ -8,8 +8,6 @@ import pytest
 
 from core import checkpoint
 from core.fileio import read_csv
-from models import MODELS, get_model, model_names
-from models.registry import ModelEntry, register
 from tests.conftest import ROOT, run_script
 
 
@@ -28,27 +26,6 @@ def run_with_toy(script, *argvs):
 
 def exit_statuses(r):
     return [int(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("exit ")]
-
-
-def test_registry_entries_describe_their_models(monkeypatch):
-    assert model_names("p1") == ["classifier"] and model_names("p2") == ["fcn32s", "fcn8s"]
-    assert [MODELS[n].input_size for n in MODELS] == [None, None, 512]
-    assert MODELS["classifier"].backbone is None
-    assert [MODELS[n].backbone.variant for n in ("fcn32s", "fcn8s")] == ["vgg16", "vgg16_bn"]
-    assert MODELS["classifier"].check_input_size(28) == 28
-    with pytest.raises(ValueError, match="img_size=27 is too small"):
-        MODELS["classifier"].check_input_size(27)
-    with pytest.raises(ValueError, match="fcn8s trains on 512x512 inputs only, got 256"):
-        MODELS["fcn8s"].check_input_size(256)
-    assert MODELS["fcn32s"].check_input_size(33) == 33
-    with pytest.raises(ValueError, match="already registered"):
-        register("fcn8s", object, "p2")
-    with pytest.raises(ValueError, match="p1, p2"):
-        register("unet", object, "p3")
-    assert "unet" not in MODELS
-    monkeypatch.setitem(MODELS, "tiny", ModelEntry("tiny", dict, "p2"))  # a class without input_size or backbone
-    assert MODELS["tiny"].input_size is None and MODELS["tiny"].backbone is None
-    assert model_names("p2") == ["fcn32s", "fcn8s", "tiny"] and get_model("tiny", a=1) == {"a": 1}
 
 
 def test_scripts_refuse_what_the_toy_cannot_take(tmp_path):
@@ -81,3 +58,9 @@ def test_toy_model_trains_checkpoints_and_grades_through_the_real_scripts(synthe
     assert graded.returncode == 0, graded.stderr[-3000:]
     assert float(graded.stdout.strip().splitlines()[-1].split(":")[1]) == pytest.approx(logged, abs=1e-4)
 
+    # Where nothing registered the toy its run cannot be resumed: one line before anything is read or written.
+    r = run_script(sys.executable, os.path.join(ROOT, "p2_train.py"), "--resume", str(run / "last.pt"), "--epochs", "2",
+                   cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert f"error: --resume {run / 'last.pt'}: the run's model toy is not registered here" in r.stderr
+    assert len(read_csv(run / "log.csv")) == 1
