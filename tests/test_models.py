@@ -13,6 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
+from core import hub
 from models import MODELS, FCN8VGG, Classifier, FCN32VGg, copy_params_from_vgg16, get_model, model_names
 from models.registry import ModelEntry, register
 from models.fcn import get_upsampling_weight
@@ -92,6 +93,10 @@ def test_registry_entries_describe_their_models(monkeypatch):
     monkeypatch.setitem(MODELS, "tiny", ModelEntry("tiny", dict, "p2"))  # a class without input_size or backbone
     assert MODELS["tiny"].input_size is None and MODELS["tiny"].backbone is None
     assert model_names("p2") == ["fcn32s", "fcn8s", "tiny"] and get_model("tiny", a=1) == {"a": 1}
+
+
+def test_default_checkpoints_name_registered_models_of_their_problem():
+    assert {m: MODELS[m].problem for m in hub.DEFAULTS} == {m: problem for m, (problem, _, _) in hub.DEFAULTS.items()}
 
 
 @pytest.mark.parametrize("name", NAMES)
