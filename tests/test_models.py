@@ -79,6 +79,7 @@ def test_registry_entries_describe_their_models(monkeypatch):
     assert [MODELS[n].input_size for n in MODELS] == [None, None, 512]
     assert MODELS["classifier"].backbone is None
     assert [MODELS[n].backbone.variant for n in ("fcn32s", "fcn8s")] == ["vgg16", "vgg16_bn"]
+    assert all(MODELS[n].backbone.variant == MODELS[n].cls.vgg_variant for n in ("fcn32s", "fcn8s"))  # copy checks it
     assert MODELS["classifier"].check_input_size(28) == 28
     with pytest.raises(ValueError, match="img_size=27 is too small"):
         MODELS["classifier"].check_input_size(27)
