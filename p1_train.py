@@ -40,8 +40,6 @@ import os
 import sys
 import time
 
-import torch
-
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
 from core.checkpoint import CheckpointError
 from core.fileio import CSVLog, write_csv
@@ -51,7 +49,7 @@ from core.presets import PERSPECTIVE_DISTORTION, fixed_preprocess, make_prepare
 from datasets import DataError, P1Images
 from datasets.p1 import IMAGE_SIZE, NUM_CLASSES
 from datasets.stats import channel_stats
-from models import get_model
+from models import MODELS, get_model, model_names
 
 RECIPES = {
     "ours": dict(epochs=60, batch_size=128, optimizer="sgd", lr=None, switch_sgd_at=0, sgd_lr=None, weight_decay=5e-4,
@@ -186,6 +184,9 @@ def main(argv=None):
 
 def check_args(args):
     """Every combination of flags that cannot run, found before any data is read."""
+    if args.model not in model_names("p1"):  # only a resumed run can name one: --model takes registered names
+        raise cli.UserError(f"--resume {args.resume}: the run's model {args.model} is not registered here "
+                            f"(registered: {', '.join(model_names('p1'))}; models/__init__.py)")
     if args.batch_size < 2:
         raise cli.UserError("--batch-size 1: the classifier's BatchNorm1d cannot train on batches of one; "
                             "use 2 or more")
@@ -199,8 +200,7 @@ def check_args(args):
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     try:
-        with torch.device("meta"):
-            build()
+        MODELS[args.model].check_input_size(args.img_size)
     except ValueError as e:
         raise cli.UserError(f"--img-size {args.img_size}: {e}") from None
     if args.crop_padding >= IMAGE_SIZE:
@@ -219,7 +219,7 @@ def get_args_parser(add_help=True):
                                 parents=[parent], allow_abbrev=False)  # runs.parse reads --recipe/--resume itself
     p.add_argument("--recipe", default="ours", choices=list(RECIPES), help="a named run (see above)")
     p.add_argument("--data-path", default="data/synthetic/p1_data", help="folder holding train_50/ and val_50/")
-    p.add_argument("--model", default="classifier", choices=["classifier"], help="registered model name")
+    p.add_argument("--model", default="classifier", choices=model_names("p1"), help="registered model name")
     p.add_argument("--img-size", type=cli.positive_int,
                    help="model input side; the 32x32 images are upsampled to it on the device (224: the seed's)")
     p.add_argument("--normalize", choices=["dataset", "cifar", "unit"],

@@ -276,7 +276,8 @@ def main(argv=None):
 def get_args_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter, add_help=add_help,
                                 parents=[cli.inference_parser("p2", 8, "windows per forward pass")])
-    p.add_argument("--model", choices=["fcn8s", "fcn32s"], default=None,
+    p.add_argument("--model", default=None,
+                   choices=[m for m, (problem, _, _) in hub.DEFAULTS.items() if problem == "p2"],
                    help="the model to grade: its default checkpoint when no --checkpoint / $P2_CKPT is given "
                         "(None: fcn8s), and a checkpoint holding another model is refused")
     p.add_argument("--images", required=True, help="folder of <id>_sat.jpg images")

@@ -65,12 +65,11 @@ from core.metrics import SCORED_CLASSES
 from core.optim import build_phase, check_switch, phase_at
 from core.presets import fixed_preprocess, make_prepare
 from core.sliding_window import sliding_logits
-from core.pretrained import load_vgg_state_dict
 from datasets import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, DataError, P2Tiles, read_rgb, rgb_to_class
 from datasets.masks import encode_png
 from datasets.stats import median_frequency_weights, split_statistics
 from datasets.transforms import AUGMENT_POLICIES, get_transform
-from models import MODELS, copy_params_from_vgg16, get_model
+from models import MODELS, get_model, model_names
 from models.fcn import HEAD_INITS
 
 # The seed author's runs (GitHub Andychen3558/DLCV2020, hw2/), as the report describes them: see the
@@ -90,8 +89,6 @@ RECIPES = {
     "improved-ours": _IMPROVED_OURS,
     "best": dict(_IMPROVED_OURS, augment="d4", class_weights="auto", lr_schedule="cosine"),
 }
-# The seed's FCN8s meets its skip connections only at 512x512 (models/fcn.py).
-FCN8S_SIZE = 512
 # Ours: the smallest --img-size crop (one cell of the stride-32 score map), the largest --focal-gamma (the
 # focal-loss paper, Lin et al. 2017, tries 0-5; beyond 10 the weight of a pixel at p = 0.5 is below 1e-3).
 MIN_CROP, MAX_FOCAL_GAMMA = 32, 10
@@ -115,11 +112,15 @@ def get_datasets(args):
             raise DataError(f"{split.root}: tiles of {len(sizes)} sizes (first tile {split.sizes[0][0]}x"
                             f"{split.sizes[0][1]}; e.g. {odd[0]}); use tiles of one size"
                             + (" or --img-size crops" if split is train else ""))
-    if args.model == "fcn8s":
-        side = args.img_size or train.sizes[0][0]
-        if (args.img_size or 0) not in (0, FCN8S_SIZE) or (not args.img_size and train.sizes[0] != (512, 512)):
-            raise DataError(f"{train.root}: fcn8s trains on {FCN8S_SIZE}x{FCN8S_SIZE} inputs only, got {side}; "
-                            "use 512x512 tiles or --img-size 512")
+    if not args.img_size:  # whole tiles are the model's inputs (check_args checks a crop side)
+        entry = MODELS[args.model]
+        try:
+            for side in sorted(set(train.sizes[0])):
+                entry.check_input_size(side)
+        except ValueError as e:
+            fixed = entry.input_size
+            raise DataError(f"{train.root}: {e}; " + (f"use {fixed}x{fixed} tiles or --img-size {fixed}" if fixed
+                                                      else "use tiles it takes or --img-size crops")) from None
     if len(train) < args.batch_size * distributed.get_world_size():
         raise DataError(f"{train.root}: {len(train)} tiles cannot fill one batch of {args.batch_size} x "
                         f"{distributed.get_world_size()} process(es); lower --batch-size")
@@ -148,14 +149,19 @@ def preprocess_and_weights(args, train_set):
 
 
 def backbone_state_dict(args):
-    """The ImageNet VGG16(-BN) state dict ``--pretrained`` names; None for ``none`` or a resumed run."""
+    """The backbone state dict ``--pretrained`` names, read by ``--model``'s registered loader (ImageNet
+    VGG16 / VGG16-BN for the FCNs); None for ``none`` or a resumed run."""
     if args.resume or args.pretrained.lower() == "none":
         return None
+    backbone = MODELS[args.model].backbone
+    if backbone is None:
+        raise cli.UserError(f"--pretrained {args.pretrained}: {args.model} has no pretrained backbone; "
+                            "pass --pretrained none")
     if args.width != 1:
-        raise cli.UserError(f"--pretrained {args.pretrained}: ImageNet VGG16 weights fit only --width 1; "
+        raise cli.UserError(f"--pretrained {args.pretrained}: {backbone.description} weights fit only --width 1; "
                             f"with --width {args.width} pass --pretrained none")
     try:
-        return load_vgg_state_dict(args.pretrained, MODELS[args.model].vgg_variant)
+        return backbone.load(args.pretrained)
     except (FileNotFoundError, ValueError) as e:
         raise cli.UserError(f"--pretrained {args.pretrained}: {e}") from None
 
@@ -239,8 +245,9 @@ def main(argv=None):
         head_init = args.head_init or "fcn"
         model = get_model(args.model, head_init=head_init, **model_kwargs)
         if backbone is not None:
-            copied = copy_params_from_vgg16(model, backbone, copy_fc=head_init == "fcn")
-            distributed.log(f"initialised {len(copied)} backbone tensors from {args.pretrained} ({model.vgg_variant})")
+            loader = MODELS[args.model].backbone
+            copied = loader.copy_into(model, backbone, copy_fc=head_init == "fcn")
+            distributed.log(f"initialised {len(copied)} backbone tensors from {args.pretrained} ({loader.description})")
         model, model_without_ddp = distributed.wrap_model(model, device, args.channels_last, args.sync_bn)
         model = runtime.maybe_compile(model, runtime.compile_enabled(args.compile, device))
         criterion = build_criterion(args.loss, class_weights, args.focal_gamma, IGNORE_INDEX).to(device)
@@ -330,6 +337,9 @@ def class_weights(text):
 
 def check_args(args):
     """Every combination of flags that cannot run, found before any data is read."""
+    if args.model not in model_names("p2"):  # only a resumed run can name one: --model takes registered names
+        raise cli.UserError(f"--resume {args.resume}: the run's model {args.model} is not registered here "
+                            f"(registered: {', '.join(model_names('p2'))}; models/__init__.py)")
     if args.batch_size < 2:
         raise cli.UserError("--batch-size 1: BatchNorm cannot train on batches of one; use 2 or more")
     check_switch(args)
@@ -337,8 +347,11 @@ def check_args(args):
     if late:
         raise cli.UserError(f"--snapshot-epochs {','.join(map(str, args.snapshot_epochs))}: epoch(s) "
                             f"{','.join(map(str, late))} are after --epochs {args.epochs}; pass --snapshot-epochs")
-    if args.img_size and args.model == "fcn8s" and args.img_size != FCN8S_SIZE:
-        raise cli.UserError(f"--img-size {args.img_size}: fcn8s trains on {FCN8S_SIZE}x{FCN8S_SIZE} inputs only")
+    if args.img_size:
+        try:
+            MODELS[args.model].check_input_size(args.img_size)
+        except ValueError as e:
+            raise cli.UserError(f"--img-size {args.img_size}: {e}") from None
     if 0 < args.img_size < MIN_CROP:
         raise cli.UserError(f"--img-size {args.img_size}: crops smaller than {MIN_CROP}x{MIN_CROP} (one cell of "
                             f"{args.model}'s stride-32 score map) teach it nothing; use {MIN_CROP} or more, or 0")
@@ -357,10 +370,12 @@ def get_args_parser(add_help=True):
                                 parents=[parent], allow_abbrev=False)  # runs.parse reads --recipe/--resume itself
     p.add_argument("--recipe", default="baseline", choices=list(RECIPES), help="a named run (see above)")
     p.add_argument("--data-path", default="data/synthetic/p2_data", help="folder holding train/ and validation/")
-    p.add_argument("--model", choices=["fcn32s", "fcn8s"], help="network")
+    p.add_argument("--model", choices=model_names("p2"), help="network (models/__init__.py registers them)")
     p.add_argument("--pretrained", default="auto",
-                   help="ImageNet VGG16 (fcn32s) / VGG16-BN (fcn8s) backbone weights: 'auto' (torchvision's "
-                        "cache, never downloaded), a .pth path, or 'none' (from scratch; required with --width > 1)")
+                   help=" / ".join(f"{MODELS[n].backbone.description} ({n})" for n in model_names("p2")
+                                   if MODELS[n].backbone) +
+                        " backbone weights: 'auto' (torchvision's cache, never downloaded), a .pth path, or 'none' "
+                        "(from scratch; required with --width > 1 and for a model without a backbone)")
     p.add_argument("--loss", choices=["ce", "focal"], help="cross entropy or focal loss")
     p.add_argument("--focal-gamma", type=cli.nonneg_float, default=2.0, help="focal loss exponent (0 = cross entropy)")
     p.add_argument("--class-weights", type=class_weights,
@@ -370,7 +385,9 @@ def get_args_parser(add_help=True):
     p.add_argument("--augment", choices=list(AUGMENT_POLICIES),
                    help="training augmentation: none, flips (horizontal + vertical) or d4 (flips + 90-degree turns)")
     p.add_argument("--img-size", type=cli.nonneg_int, default=0,
-                   help="random crop side for training (0 = full tiles; fcn8s needs 512)")
+                   help="random crop side for training (0 = full tiles; " +
+                        "; ".join(f"{n} needs {MODELS[n].input_size}" for n in model_names("p2")
+                                  if MODELS[n].input_size) + ")")
     p.add_argument("--normalize", choices=["raw", "imagenet", "dataset"],
                    help="model inputs: raw 0..255 pixel values, or 0..1 minus mean over std with ImageNet's or the "
                         "training tiles' own mean/std; saved in the checkpoint, so grading feeds the same")

@@ -46,7 +46,7 @@ from core.runtime import amp_dtype
 from datasets import IGNORE_INDEX, NUM_CLASSES, P2Tiles
 from datasets.synthetic import SNAPSHOT_IDS
 from datasets.transforms import get_transform
-from models import get_model
+from models import MODELS, get_model
 
 # Issue "GPU speed", one H100: FCN8s in the loop, P1 classifier step at 224, data wait, 100 improved epochs.
 GPU_TARGETS = {"loop_img_s": 450.0, "p1_img_s": 2900.0, "data_wait_pct": 2.0, "e2e_100_min": 8.0}
@@ -84,9 +84,9 @@ def na_rows(args, reason):
 def bench_gpu_step(model_name, args, device, peaks):
     """Train step, data excluded: naive fp32 NCHW against AMP + channels_last, eager and compiled."""
     torch.manual_seed(args.seed)
-    if model_name == "classifier":
+    if MODELS[model_name].problem == "p1":
         bs, side, source = args.gpu_p1_batch_size, args.gpu_p1_img_size, 32  # P1 images are 32x32
-        model = get_model("classifier", num_classes=50, width=args.gpu_width, img_size=side)
+        model = get_model(model_name, num_classes=50, width=args.gpu_width, img_size=side)
         preprocess, criterion = {"mean": CIFAR_MEAN, "std": CIFAR_STD}, nn.CrossEntropyLoss()
         targets = torch.randint(0, 50, (bs,))
     else:

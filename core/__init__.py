@@ -16,7 +16,6 @@
     metrics        the one confusion matrix (accuracy, the course grader's mIoU)
     sliding_window the one P2 predictor: windows of any image, blended, bounded memory
     plots          every figure
-    pretrained     find and read ImageNet VGG16(-BN) weights (never downloads)
     hub            default checkpoints: the manifest, its publish command, the checked download
     course_grader  the course's own mIoU code, kept verbatim as a reference for tests and benchmarks/
 """

@@ -32,6 +32,14 @@ def _cnn_output_size(img_size):
     return size
 
 
+def check_img_size(img_size):
+    """Return ``img_size`` if the five pools leave at least one pixel of it (the registry's
+    input-size check: ``--img-size`` is validated without building a model)."""
+    if _cnn_output_size(img_size) < 1:
+        raise ValueError(f"img_size={img_size} is too small: the five pools need at least 28 pixels")
+    return img_size
+
+
 class Classifier(nn.Module):
     """VGG-style classifier from the seed report (Problem 1).
 
@@ -46,9 +54,7 @@ class Classifier(nn.Module):
     def __init__(self, num_classes=50, width=1, img_size=224):
         super().__init__()
         check_width(width)
-        out_size = _cnn_output_size(img_size)
-        if out_size < 1:
-            raise ValueError(f"img_size={img_size} is too small: the five pools need at least 28 pixels")
+        out_size = _cnn_output_size(check_img_size(img_size))
         self.img_size = img_size
 
         layers, in_channels, stage = [], 3, 0

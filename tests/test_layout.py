@@ -1,7 +1,7 @@
 """The repository's shape: the top level holds the entry points only, and no module (library,
 script or test) imports an entry point; imports point down the three floors (entry points,
 then ``core``/``datasets``/``benchmarks``, then ``models``); the README's layout table names every
-module."""
+module; no code outside ``models`` branches on a model's name."""
 import ast
 import os
 
@@ -55,3 +55,38 @@ def test_readme_layout_names_every_module():
     missing = [p for p in python_files() if not p.startswith("tests") and not p.endswith("__init__.py")
                and f"`{p}`" not in readme]
     assert missing == []
+
+
+def model_names_in_logic(source, names, path="<source>"):
+    """``(line, name)`` of every string constant equal to one of ``names`` that decides something: in a
+    comparison, the test of an ``if`` / conditional expression / ``while`` / ``assert``, a subscript's
+    index or a ``match`` case. Dict and list literals (``RECIPES``), call arguments, help text and
+    docstrings are data."""
+    found = set()
+    for node in ast.walk(ast.parse(source, path)):
+        if isinstance(node, ast.Compare):
+            parts = [node.left, *node.comparators]
+        elif isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)):
+            parts = [node.test]
+        elif isinstance(node, ast.Subscript):
+            parts = [node.slice]
+        elif isinstance(node, ast.MatchValue):
+            parts = [node.value]
+        else:
+            continue
+        found |= {(c.lineno, c.value) for part in parts for c in ast.walk(part)
+                  if isinstance(c, ast.Constant) and c.value in names}
+    return sorted(found)
+
+
+def test_no_model_name_in_an_entry_points_logic():
+    """What a model needs is asked of its registry entry (``models/registry.py``): no entry point, and no
+    library module outside ``models/``, branches on a registered model's name."""
+    from models import MODELS
+
+    assert model_names_in_logic('if args.model == "fcn8s" or MODELS["fcn32s"].x:\n    pass\n', MODELS) == \
+        [(1, "fcn32s"), (1, "fcn8s")]
+    assert model_names_in_logic('RECIPES = {"a": dict(model="fcn8s")}\np.add_argument(help="fcn8s")\n', MODELS) == []
+    offenders = [(path, *hit) for path in python_files() if os.path.dirname(path) not in ("models", "tests")
+                 for hit in model_names_in_logic(open(os.path.join(ROOT, path)).read(), MODELS, path)]
+    assert offenders == []

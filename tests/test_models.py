@@ -1,4 +1,4 @@
-"""Tests for models/ and core/pretrained.py: seed printouts, parameter counts, output sizes,
+"""Tests for models/ (the registry, models/pretrained.py): seed printouts, parameter counts, output sizes,
 initialisation, VGG weight copying and weight-file loading.
 
 Width-1 models are only built on the meta device (printing and counting need no memory or
@@ -13,9 +13,11 @@ import torch
 import torchvision
 from torch import nn
 
-from models import MODELS, FCN8VGG, Classifier, FCN32VGg, copy_params_from_vgg16, get_model
+from core import hub
+from models import MODELS, FCN8VGG, Classifier, FCN32VGg, copy_params_from_vgg16, get_model, model_names
+from models.registry import ModelEntry, register
 from models.fcn import get_upsampling_weight
-from core.pretrained import TORCHVISION_FILES, load_vgg_state_dict
+from models.pretrained import TORCHVISION_FILES, load_vgg_state_dict
 
 SEED_PRINTS = Path(__file__).parent / "seed_prints"
 NAMES = ["classifier", "fcn32s", "fcn8s"]
@@ -70,6 +72,32 @@ def test_registry():
     assert isinstance(get_model("fcn8s", width=16, num_classes=3), FCN8VGG)
     with pytest.raises(ValueError, match="classifier, fcn32s, fcn8s"):
         get_model("fcn16s")
+
+
+def test_registry_entries_describe_their_models(monkeypatch):
+    assert model_names("p1") == ["classifier"] and model_names("p2") == ["fcn32s", "fcn8s"]
+    assert [MODELS[n].input_size for n in MODELS] == [None, None, 512]
+    assert MODELS["classifier"].backbone is None
+    assert [MODELS[n].backbone.variant for n in ("fcn32s", "fcn8s")] == ["vgg16", "vgg16_bn"]
+    assert all(MODELS[n].backbone.variant == MODELS[n].cls.vgg_variant for n in ("fcn32s", "fcn8s"))  # copy checks it
+    assert MODELS["classifier"].check_input_size(28) == 28
+    with pytest.raises(ValueError, match="img_size=27 is too small"):
+        MODELS["classifier"].check_input_size(27)
+    with pytest.raises(ValueError, match="fcn8s trains on 512x512 inputs only, got 256"):
+        MODELS["fcn8s"].check_input_size(256)
+    assert MODELS["fcn32s"].check_input_size(33) == 33
+    with pytest.raises(ValueError, match="already registered"):
+        register("fcn8s", object, "p2")
+    with pytest.raises(ValueError, match="p1, p2"):
+        register("unet", object, "p3")
+    assert "unet" not in MODELS
+    monkeypatch.setitem(MODELS, "tiny", ModelEntry("tiny", dict, "p2"))  # a class without input_size or backbone
+    assert MODELS["tiny"].input_size is None and MODELS["tiny"].backbone is None
+    assert model_names("p2") == ["fcn32s", "fcn8s", "tiny"] and get_model("tiny", a=1) == {"a": 1}
+
+
+def test_default_checkpoints_name_registered_models_of_their_problem():
+    assert {m: MODELS[m].problem for m in hub.DEFAULTS} == {m: problem for m, (problem, _, _) in hub.DEFAULTS.items()}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,15 +1,18 @@
-"""Find and read ImageNet VGG16 / VGG16-BN weights for the FCN backbones. Never downloads.
+"""Backbone weight loaders of the registry: find and read ImageNet VGG16 / VGG16-BN weights
+for the FCN backbones, and copy them in. Never downloads.
 
 ``spec`` is what the user passed as ``--pretrained``: a path to a ``.pth`` file, ``auto``
 (torchvision's cache, where ``torchvision.models.vgg16(weights=...)`` stores its download),
-or ``none`` (train from scratch). Copy the weights into a model with
-``models.copy_params_from_vgg16``.
+or ``none`` (train from scratch). ``VGG16`` and ``VGG16_BN`` are the loaders the registry
+(``models/__init__.py``) gives FCN32s and FCN8s: ``load(spec)`` the state dict, then
+``copy_into(model, state_dict)`` (``models.vgg_init.copy_params_from_vgg16``).
 """
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from models.vgg_init import vgg_variant
+from .vgg_init import copy_params_from_vgg16, vgg_variant
 
 # File names torchvision gives the ImageNet checkpoints (torchvision.models.VGG16_Weights /
 # VGG16_BN_Weights.IMAGENET1K_V1).
@@ -69,3 +72,25 @@ def load_vgg_state_dict(spec, variant):
         raise ValueError(f"{path} holds {found} weights but {variant} is needed "
                          f"(BatchNorm keys decide); {_hint(variant)}")
     return obj
+
+
+@dataclass(frozen=True)
+class VGGBackbone:
+    """An ImageNet VGG16 backbone loader: ``variant`` names torchvision's weights (``vgg16`` or
+    ``vgg16_bn``), ``description`` is how messages and ``--help`` call them."""
+
+    variant: str
+    description: str
+
+    def load(self, spec):
+        """The state dict ``spec`` (``--pretrained``) names, or None for ``none``; FileNotFoundError
+        or ValueError (one line naming the file and where weights go) otherwise."""
+        return load_vgg_state_dict(spec, self.variant)
+
+    def copy_into(self, model, state_dict, copy_fc=True):
+        """Copy ``state_dict`` into ``model``'s backbone (and fc6/fc7 with ``copy_fc``); the names copied."""
+        return copy_params_from_vgg16(model, state_dict, copy_fc=copy_fc)
+
+
+VGG16 = VGGBackbone("vgg16", "ImageNet VGG16")
+VGG16_BN = VGGBackbone("vgg16_bn", "ImageNet VGG16-BN")
