@@ -58,7 +58,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from core import cli
+from core import cli, hub
 from core.checkpoint import CheckpointError
 from core.fileio import AsyncWriter, WrittenFiles, atomic_write_bytes, file_id, is_temporary, remove_orphans
 from core.inference import load_for_inference
@@ -277,7 +277,7 @@ def get_args_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli.HelpFormatter, add_help=add_help,
                                 parents=[cli.inference_parser("p2", 8, "windows per forward pass")])
     p.add_argument("--model", default=None,
-                   choices=[m for m, (problem, _, _) in hub.DEFAULTS.items() if problem == "p2"],
+                   choices=hub.graded_models("p2"),
                    help="the model to grade: its default checkpoint when no --checkpoint / $P2_CKPT is given "
                         "(None: fcn8s), and a checkpoint holding another model is refused")
     p.add_argument("--images", required=True, help="folder of <id>_sat.jpg images")

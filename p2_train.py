@@ -64,6 +64,7 @@ from core.losses import build_criterion
 from core.metrics import SCORED_CLASSES
 from core.optim import build_phase, check_switch, phase_at
 from core.presets import fixed_preprocess, make_prepare
+from core.pretrained import load_backbone_state_dict
 from core.sliding_window import sliding_logits
 from datasets import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, DataError, P2Tiles, read_rgb, rgb_to_class
 from datasets.masks import encode_png
@@ -161,7 +162,7 @@ def backbone_state_dict(args):
         raise cli.UserError(f"--pretrained {args.pretrained}: {backbone.description} weights fit only --width 1; "
                             f"with --width {args.width} pass --pretrained none")
     try:
-        return backbone.load(args.pretrained)
+        return load_backbone_state_dict(args.pretrained, backbone.name)
     except (FileNotFoundError, ValueError) as e:
         raise cli.UserError(f"--pretrained {args.pretrained}: {e}") from None
 

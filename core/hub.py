@@ -43,6 +43,8 @@ DEFAULTS = {"classifier": ("p1", "p1_best.pt", "hw2_1.sh / hw2_p1.sh"),
             "fcn32s": ("p2", "p2_fcn32s_best.pt", "hw2_2.sh"),
             "fcn8s": ("p2", "p2_fcn8s_best.pt", "hw2_2_best.sh / hw2_p2.sh")}
 BY_NAME = {name: model for model, (_, name, _) in DEFAULTS.items()}
+# The model each problem grades when none is named (hw2_p1.sh, hw2_p2.sh).
+DEFAULT_MODEL = {"p1": "classifier", "p2": "fcn8s"}
 TIMEOUT_S = 60  # a stalled server fails the download instead of hanging the grading
 URL_SCHEMES = ("http", "https", "file")
 
@@ -140,6 +142,11 @@ def ensure(model, progress=None):
                               f"copy a trained run's best.pt there, or give one with --checkpoint / "
                               f"${problem.upper()}_CKPT")
     return download(entry["url"], path, entry["sha256"], entry["size"], progress)
+
+
+def graded_models(problem):
+    """The models of ``problem`` that have a default checkpoint (``p2_test.py --model`` choices)."""
+    return [model for model, (p, _, _) in DEFAULTS.items() if p == problem]
 
 
 def grading_checkpoint(given, model):

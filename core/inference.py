@@ -26,7 +26,6 @@ from core.presets import model_inputs
 from core.runtime import PRECISIONS, autocast, inference_dtype, precision_name, resolve_device
 
 # What each problem grades when no model is named: the model of hw2_p1.sh / hw2_p2.sh.
-DEFAULT_MODEL = {"p1": "classifier", "p2": "fcn8s"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +78,7 @@ def load_for_inference(checkpoint, problem, device="auto", precision="auto", mod
     ``model``, else of the problem's graded model) on ``device`` (``--device``) in ``precision``
     (``--precision``). ``model`` also refuses a checkpoint holding another model."""
     device = resolve_device(device)
-    name = model or DEFAULT_MODEL[problem]
+    name = model or hub.DEFAULT_MODEL[problem]
     path = hub.grading_checkpoint(checkpoint, name)
     net, ckpt = load_model(path, problem, device)
     if model or not checkpoint:

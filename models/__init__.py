@@ -11,7 +11,7 @@ passes: P1 ``num_classes, width, img_size``; P2 ``num_classes, width, head_init`
 """
 from .classifier import Classifier, check_img_size
 from .fcn import FCN8VGG, FCN32VGg
-from .pretrained import VGG16, VGG16_BN
+from .backbones import VGG16, VGG16_BN
 from .registry import MODELS, get_model, model_names, register
 from .vgg_init import copy_params_from_vgg16
 

@@ -3,9 +3,9 @@
 An entry carries its network class (built with ``get_model(name, **kwargs)``, the way
 checkpoints rebuild it), its problem (``p1`` / ``p2``: which training script offers it as
 ``--model``), its fixed input size if it has one (the class's ``input_size`` attribute, the one
-its ``forward`` checks), an input-size rule checked without building the model, and its backbone
-weights loader (``None``: none; else an object with ``load(spec)`` and ``copy_into(model,
-state_dict, copy_fc)``, e.g. ``models.pretrained.VGG16``).
+its ``forward`` checks), an input-size rule checked without building the model, and its pretrained
+backbone (``None``: none; else a ``models.backbones.Backbone``, e.g. ``VGG16_BN``: the weights it
+takes, read by ``core.pretrained.load_backbone_state_dict``, and how they are copied in).
 """
 from dataclasses import dataclass
 from typing import Any, Callable, Optional

@@ -1,6 +1,6 @@
 """Copy ImageNet VGG16 / VGG16-BN weights (a torchvision state dict) into the FCNs.
 
-Pure tensor code: reading the file is ``models.pretrained.load_vgg_state_dict``'s job. As in
+Pure tensor code: reading the file is ``core.pretrained.load_backbone_state_dict``'s job. As in
 wkentaro/pytorch-fcn's ``copy_params_from_vgg16``, the conv layers are copied one to one
 and the first two classifier layers are reshaped into the 7x7 ``fc6`` and 1x1 ``fc7``.
 """

@@ -1,4 +1,4 @@
-"""Tests for models/ (the registry, models/pretrained.py): seed printouts, parameter counts, output sizes,
+"""Tests for models/ (the registry, models/backbones.py) and core/pretrained.py: seed printouts, parameter counts, output sizes,
 initialisation, VGG weight copying and weight-file loading.
 
 Width-1 models are only built on the meta device (printing and counting need no memory or
@@ -17,7 +17,8 @@ from core import hub
 from models import MODELS, FCN8VGG, Classifier, FCN32VGg, copy_params_from_vgg16, get_model, model_names
 from models.registry import ModelEntry, register
 from models.fcn import get_upsampling_weight
-from models.pretrained import TORCHVISION_FILES, load_vgg_state_dict
+from core.pretrained import load_backbone_state_dict
+from models.backbones import BACKBONES
 
 SEED_PRINTS = Path(__file__).parent / "seed_prints"
 NAMES = ["classifier", "fcn32s", "fcn8s"]
@@ -78,8 +79,8 @@ def test_registry_entries_describe_their_models(monkeypatch):
     assert model_names("p1") == ["classifier"] and model_names("p2") == ["fcn32s", "fcn8s"]
     assert [MODELS[n].input_size for n in MODELS] == [None, None, 512]
     assert MODELS["classifier"].backbone is None
-    assert [MODELS[n].backbone.variant for n in ("fcn32s", "fcn8s")] == ["vgg16", "vgg16_bn"]
-    assert all(MODELS[n].backbone.variant == MODELS[n].cls.vgg_variant for n in ("fcn32s", "fcn8s"))  # copy checks it
+    assert [MODELS[n].backbone.name for n in ("fcn32s", "fcn8s")] == ["vgg16", "vgg16_bn"]
+    assert all(MODELS[n].backbone.name == MODELS[n].cls.vgg_variant for n in ("fcn32s", "fcn8s"))  # copy checks it
     assert MODELS["classifier"].check_input_size(28) == 28
     with pytest.raises(ValueError, match="img_size=27 is too small"):
         MODELS["classifier"].check_input_size(27)
@@ -335,9 +336,9 @@ def one_line_error(excinfo, *fragments):
 
 
 def test_load_none_and_bad_variant():
-    assert load_vgg_state_dict("none", "vgg16") is None
+    assert load_backbone_state_dict("none", "vgg16") is None
     with pytest.raises(ValueError, match="variant"):
-        load_vgg_state_dict("none", "vgg19")
+        load_backbone_state_dict("none", "vgg19")
 
 
 @pytest.mark.parametrize("wrap", [None, "state_dict", "model"])
@@ -345,32 +346,32 @@ def test_load_from_path(tmp_path, wrap):
     state = fake_state_dict("vgg16_bn")
     path = tmp_path / "weights.pth"
     torch.save(state if wrap is None else {wrap: state, "epoch": 3}, path)
-    loaded = load_vgg_state_dict(str(path), "vgg16_bn")
+    loaded = load_backbone_state_dict(str(path), "vgg16_bn")
     assert loaded.keys() == state.keys()
 
 
 def test_load_errors(tmp_path):
     missing = tmp_path / "missing.pth"
     with pytest.raises(FileNotFoundError) as e:
-        load_vgg_state_dict(str(missing), "vgg16")
-    one_line_error(e, str(missing), "--pretrained PATH", "--pretrained none", TORCHVISION_FILES["vgg16"])
+        load_backbone_state_dict(str(missing), "vgg16")
+    one_line_error(e, str(missing), "--pretrained PATH", "--pretrained none", BACKBONES["vgg16"].weights_file)
 
     path = tmp_path / "vgg16.pth"
     torch.save(fake_state_dict("vgg16"), path)
     with pytest.raises(ValueError) as e:
-        load_vgg_state_dict(str(path), "vgg16_bn")
+        load_backbone_state_dict(str(path), "vgg16_bn")
     one_line_error(e, str(path), "holds vgg16 weights but vgg16_bn is needed", "--pretrained none")
 
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(ValueError) as e:
-        load_vgg_state_dict(str(truncated), "vgg16")
+        load_backbone_state_dict(str(truncated), "vgg16")
     one_line_error(e, str(truncated), "corrupt", "--pretrained none")
 
     other = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(1)}, other)
     with pytest.raises(ValueError) as e:
-        load_vgg_state_dict(str(other), "vgg16")
+        load_backbone_state_dict(str(other), "vgg16")
     one_line_error(e, str(other), "not a torchvision VGG16")
 
 
@@ -379,13 +380,13 @@ def test_load_auto_uses_torchvision_cache(tmp_path, monkeypatch):
     cache = tmp_path / "checkpoints"
     cache.mkdir()
     with pytest.raises(FileNotFoundError) as e:
-        load_vgg_state_dict("auto", "vgg16")
-    one_line_error(e, str(cache / TORCHVISION_FILES["vgg16"]), "--pretrained none")
+        load_backbone_state_dict("auto", "vgg16")
+    one_line_error(e, str(cache / BACKBONES["vgg16"].weights_file), "--pretrained none")
 
-    torch.save(fake_state_dict("vgg16_bn"), cache / TORCHVISION_FILES["vgg16_bn"])
+    torch.save(fake_state_dict("vgg16_bn"), cache / BACKBONES["vgg16_bn"].weights_file)
     with pytest.raises(FileNotFoundError):  # a BN file is never taken for plain vgg16
-        load_vgg_state_dict("auto", "vgg16")
-    assert "features.1.running_mean" in load_vgg_state_dict("auto", "vgg16_bn")
+        load_backbone_state_dict("auto", "vgg16")
+    assert "features.1.running_mean" in load_backbone_state_dict("auto", "vgg16_bn")
 
     torch.save(fake_state_dict("vgg16"), cache / "vgg16-renamed.pth")
-    assert "features.1.running_mean" not in load_vgg_state_dict("auto", "vgg16")
+    assert "features.1.running_mean" not in load_backbone_state_dict("auto", "vgg16")
