@@ -10,8 +10,8 @@ import torch
 from tqdm import tqdm
 
 from core.distributed import all_reduce_sum, is_main_process
+from core.inputs import model_inputs
 from core.metrics import ConfusionMatrix
-from core.presets import model_inputs
 from core.runtime import autocast
 
 

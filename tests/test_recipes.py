@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from core import cli, runtime
-from core.presets import IMAGENET_MEAN, IMAGENET_STD, fixed_preprocess, to_float
+from core.inputs import IMAGENET_MEAN, IMAGENET_STD, fixed_preprocess, to_float
 from models import Classifier, FCN8VGG, FCN32VGg
 from tests.conftest import ROOT
 
