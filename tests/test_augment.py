@@ -9,8 +9,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from core import augment as augment_module
-from core.augment import (P2_POLICIES, PERSPECTIVE_DISTORTION, Compose, RandomCrop, RandomHorizontalFlip,
-                          RandomRotate90, augment, get_transform, jitter_colors, warp)
+from core.augment import (P1_POLICIES, P2_POLICIES, PERSPECTIVE_DISTORTION, Compose, P1Augment, RandomCrop,
+                          RandomHorizontalFlip, RandomRotate90, augment, get_transform, jitter_colors, warp)
 
 
 def smooth_images(n, size=32, seed=0):
@@ -48,6 +48,20 @@ def test_augment_follows_the_global_rng():
     a = augment(images, hflip=True, crop_padding=4, color_jitter=0.3)
     torch.manual_seed(5)
     assert torch.equal(a, augment(images, hflip=True, crop_padding=4, color_jitter=0.3))
+
+
+def test_p1_policies_set_every_flag_and_none_is_the_identity():
+    assert list(P1_POLICIES) == ["none", "ours", "report"]
+    assert all(set(values) == set(P1_POLICIES["none"]) for values in P1_POLICIES.values())
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    for off in (P1Augment(), P1Augment(48, **P1_POLICIES["none"])):
+        assert not off.warps and off(images) is images
+    ours = P1Augment(48, **P1_POLICIES["ours"])
+    assert not ours.warps and ours(images).shape == images.shape and ours(images).dtype == torch.uint8
+    report = P1Augment(48, **P1_POLICIES["report"])  # warped: 0..1 floats at the input side
+    out = report(images)
+    assert report.warps and out.shape == (4, 3, 48, 48) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
 
 
 def test_no_warp_is_the_bilinear_upsampling():
