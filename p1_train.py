@@ -24,11 +24,11 @@ shows that recipe's values as the defaults):
             jitter 0.5-1.5 (torchvision's random order); cross entropy; Adam 1e-3, batch 32, 150
             epochs, SGD 1e-4 momentum 0.9 from epoch 101; best.pt by val accuracy.
 
-All augmentation runs batched on the device (``core.presets``); the author's three geometric
-transforms are one bilinear resampling there instead of a chain of resamplings (README). Without
-``--lr`` the learning rate follows ``--optimizer`` (SGD 0.05, Adam / AdamW 1e-3); the run prints
-the one it uses. A CPU run on the synthetic data is part of ``make demo`` (command and measured
-accuracy in the README).
+All augmentation runs batched on the device (``core.augment``; each recipe's augmentation is the
+policy of its name there); the author's three geometric transforms are one bilinear resampling
+there instead of a chain of resamplings (README). Without ``--lr`` the learning rate follows
+``--optimizer`` (SGD 0.05, Adam / AdamW 1e-3); the run prints the one it uses. A CPU run on the
+synthetic data is part of ``make demo`` (command and measured accuracy in the README).
 
 ``--output-dir`` receives ``args.json``, ``log.csv`` (one row per epoch), ``last.pt`` (full
 training state, for ``--resume``), ``best.pt`` (highest val_50 accuracy; the weights and
@@ -41,24 +41,24 @@ import sys
 import time
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
+from core.augment import P1_POLICIES, PERSPECTIVE_DISTORTION
 from core.checkpoint import CheckpointError
 from core.fileio import CSVLog, write_csv
+from core.inputs import fixed_preprocess, make_prepare
 from core.losses import build_criterion
 from core.optim import DEFAULT_LR, build_phase, check_switch, phase_at
-from core.presets import PERSPECTIVE_DISTORTION, fixed_preprocess, make_prepare
 from datasets import DataError, P1Images
 from datasets.p1 import IMAGE_SIZE, NUM_CLASSES
 from datasets.stats import channel_stats
 from models import MODELS, get_model, model_names
 
+# Each recipe's augmentation flags take the values of the augmentation policy of its name (core/augment.py).
 RECIPES = {
     "ours": dict(epochs=60, batch_size=128, optimizer="sgd", lr=None, switch_sgd_at=0, sgd_lr=None, weight_decay=5e-4,
-                 lr_schedule="cosine", label_smoothing=0.1, img_size=224, normalize="dataset", hflip=True,
-                 crop_padding=4, rotation=0.0, perspective=0.0, affine=0.0, color_jitter=0.2, jitter_order="fixed"),
+                 lr_schedule="cosine", label_smoothing=0.1, img_size=224, normalize="dataset", **P1_POLICIES["ours"]),
     "report": dict(epochs=150, batch_size=32, optimizer="adam", lr=None, switch_sgd_at=101, sgd_lr=1e-4,
                    weight_decay=0.0, lr_schedule="none", label_smoothing=0.0, img_size=224, normalize="unit",
-                   hflip=True, crop_padding=0, rotation=15.0, perspective=0.5, affine=15.0, color_jitter=0.5,
-                   jitter_order="random"),
+                   **P1_POLICIES["report"]),
 }
 
 

@@ -63,13 +63,13 @@ from core.fileio import CSVLog, atomic_write_bytes
 from core.losses import build_criterion
 from core.metrics import SCORED_CLASSES
 from core.optim import build_phase, check_switch, phase_at
-from core.presets import fixed_preprocess, make_prepare
+from core.augment import P2_POLICIES, get_transform
+from core.inputs import fixed_preprocess, make_prepare
 from core.pretrained import load_backbone_state_dict
 from core.sliding_window import sliding_logits
 from datasets import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, DataError, P2Tiles, read_rgb, rgb_to_class
 from datasets.masks import encode_png
 from datasets.stats import median_frequency_weights, split_statistics
-from datasets.transforms import AUGMENT_POLICIES, get_transform
 from models import MODELS, get_model, model_names
 from models.fcn import HEAD_INITS
 
@@ -383,7 +383,7 @@ def get_args_parser(add_help=True):
                    help=f"loss weights: none, auto (median-frequency balancing of the training masks) or "
                         f"{NUM_CLASSES} comma-separated numbers ({', '.join(CLASS_NAMES)})")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="optimizer from epoch 1")
-    p.add_argument("--augment", choices=list(AUGMENT_POLICIES),
+    p.add_argument("--augment", choices=list(P2_POLICIES),
                    help="training augmentation: none, flips (horizontal + vertical) or d4 (flips + 90-degree turns)")
     p.add_argument("--img-size", type=cli.nonneg_int, default=0,
                    help="random crop side for training (0 = full tiles; " +

@@ -61,7 +61,6 @@ REPORT_HTML = "report.html"  # --html: the same report, figures embedded
 MANIFEST = ".report-files.json"  # what this tool wrote into --output, with each file's sha256
 FIGURES = "figures"
 METRIC = {"p1": "val_acc", "p2": "val_miou"}
-METRIC_TEXT = {"val_acc": "accuracy", "val_miou": "mIoU"}
 TRAIN_SCRIPT = {"p1": "p1_train.py", "p2": "p2_train.py"}
 # Settings of the process, not of what is computed (core/runs.py); world_size stays: it sets the global batch.
 PROCESS_KEYS = set(NOT_RESTORED) - {"world_size"}

@@ -11,7 +11,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from core.course_grader import read_mask_array
-from core.presets import IMAGENET_MEAN, IMAGENET_STD
+from core.inputs import IMAGENET_MEAN, IMAGENET_STD
 from datasets import parse_label
 
 

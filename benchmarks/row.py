@@ -1,5 +1,5 @@
 """One row of the table, and the figures every section shares."""
-from core.presets import IMAGENET_MEAN, IMAGENET_STD
+from core.inputs import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 TILE_SIZE = 512  # the DeepGlobe tiles of the homework are 512x512

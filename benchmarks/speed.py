@@ -6,11 +6,11 @@ batch size, same number of DataLoader workers, same augmentation as ours):
                   and decodes the RGB mask with the course grader's ``read_masks`` body (threshold
                   at 128, ``code = 4R + 2G + B``, one boolean assignment per code into a float64
                   array, then ``.long()``). Ours: ``P2Tiles`` reading the decoded uint8 memmap
-                  cache, uint8 joint transforms, default collate, then ``core.presets.make_prepare``
+                  cache, uint8 joint transforms, default collate, then ``core.inputs.make_prepare``
                   on the batch (``to_float`` on the device, counted). The one-time cache build
                   is timed separately.
   P2 train step   fp32, NCHW, each item normalised to float32 on the CPU and then stacked.
-                  Ours: the uint8 batch goes to the device, ``core.presets.make_prepare`` normalises
+                  Ours: the uint8 batch goes to the device, ``core.inputs.make_prepare`` normalises
                   it there in channels_last, model in channels_last; fp32 and AMP (bf16 on the
                   CPU, ``core.runtime.amp_dtype`` on CUDA) are both timed and the faster is "ours".
                   Data loading is excluded from both (that is the input-pipeline row). FLOPs of
@@ -22,7 +22,7 @@ batch size, same number of DataLoader workers, same augmentation as ours):
                   excluded from both. Both must agree to 1e-9.
   P1 train step   Per item: PIL decode of the PNG, torchvision ``RandomHorizontalFlip``,
                   ``Resize(img_size)``, ``ToTensor``, ``Normalize``; fp32 NCHW step. Ours: the
-                  images decoded once into memory (``P1Images``), ``core.presets.make_prepare``
+                  images decoded once into memory (``P1Images``), ``core.inputs.make_prepare``
                   (batched flip, normalise, bilinear upsampling on the device, channels_last);
                   fp32 and AMP timed as for P2. Data loading is included in both.
   cuda_fcn8s      (speed, CUDA only) FCN8s width 1 at 512x512, AMP, channels_last, eager, fed by
@@ -45,13 +45,13 @@ from benchmarks.naive import NaiveP1Images, NaiveP2Tiles, naive_loader_prepare, 
 from benchmarks.row import IMAGENET, TILE_SIZE, row
 from benchmarks.steps import Variant, loop_epoch, ours_variants, pick_ours, time_variants
 from benchmarks.timing import count_flops, dtype_name, measure_peaks, median_seconds
+from core.augment import get_transform
 from core.course_grader import mean_iou_score
+from core.inputs import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
 from core.metrics import ConfusionMatrix
-from core.presets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
 from core.runtime import amp_dtype
 from datasets import IGNORE_INDEX, NUM_CLASSES, P1Images, P2Tiles
 from datasets.synthetic import generate
-from datasets.transforms import get_transform
 from models import get_model
 
 TARGETS = {"input": 10.0, "p2_step": 1.5, "miou": 10.0}

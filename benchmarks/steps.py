@@ -10,7 +10,7 @@ from torch import nn
 from benchmarks.row import IMAGENET
 from benchmarks.timing import dtype_name, median_seconds
 from core import engine
-from core.presets import make_prepare
+from core.inputs import make_prepare
 from core.runtime import amp_dtype, make_scaler, maybe_compile
 from datasets import IGNORE_INDEX, NUM_CLASSES
 from models import get_model

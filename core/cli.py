@@ -114,7 +114,7 @@ def inference_parser(problem, batch_size, batch_help):
     return p
 
 
-def training_parser(description, problem_flags=None):
+def training_parser(description):
     """The parent parser of ``p1_train.py`` / ``p2_train.py``: every flag both scripts take."""
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, add_help=False)
     g = p.add_argument_group("model and optimisation")

@@ -35,7 +35,7 @@ image, where a whole-image K x H x W float buffer would take 5.5 GB.
 """
 import torch
 
-from core.presets import model_inputs
+from core.inputs import model_inputs
 from core.runtime import autocast
 
 WEIGHTINGS = ("gaussian", "uniform")
@@ -226,7 +226,7 @@ def predict_masks(model, images, *, mean, std, window=None, overlap=0.25, weight
     of the iterable ``images``, in order, reading it lazily.
 
     ``model`` is in eval mode on ``device``; ``mean``/``std`` the checkpoint's normalisation
-    (``core.presets.to_float`` is applied to each uint8 window batch on the device); ``dtype``
+    (``core.inputs.to_float`` is applied to each uint8 window batch on the device); ``dtype``
     the autocast dtype (None: fp32); ``channels_last`` the memory format of the window batch.
     """
     window = native_window(model, window)

@@ -13,7 +13,7 @@ from torch import nn
 from benchmarks.naive import NaiveP1Images, NaiveP2Tiles, naive_p2_prepare
 from benchmarks.row import IMAGENET
 from core.engine import train_step
-from core.presets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
+from core.inputs import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
 from datasets import IGNORE_INDEX, P1Images, P2Tiles
 from models import get_model
 from tests.conftest import ROOT

@@ -1,5 +1,4 @@
 import os
-import random
 import shutil
 import time
 
@@ -11,8 +10,6 @@ from PIL import Image
 from datasets import DataError, P1Images, P2Tiles, parse_label, read_rgb
 from datasets.masks import class_to_rgb
 from datasets.synthetic import SNAPSHOT_IDS, generate, main as synth_main, get_args_parser as synth_args
-from datasets.transforms import (AUGMENT_POLICIES, Compose, RandomCrop, RandomHorizontalFlip, RandomRotate90,
-                                 get_transform)
 
 
 def test_parse_label():
@@ -137,37 +134,6 @@ def test_p1_cache_equals_decode(tmp_path, synthetic_data):
     b = P1Images(root, cache_dir=str(tmp_path), progress=False)
     c = P1Images(root, cache_dir=str(tmp_path), progress=False)
     assert torch.equal(a.images, b.images) and torch.equal(a.images, c.images)
-
-
-def test_joint_transforms_keep_pairs_aligned():
-    torch.manual_seed(0)
-    mask = torch.randint(0, 7, (20, 20), dtype=torch.uint8)
-    image = torch.stack([mask * 10, mask * 20, mask * 30])  # image encodes the mask exactly
-    t = Compose([RandomHorizontalFlip(1.0), RandomRotate90(), RandomCrop(12)])
-    for _ in range(10):
-        im, m = t(image, mask)
-        assert im.shape == (3, 12, 12) and torch.equal(im[0], m * 10)
-    im, m = RandomCrop(24)(image, mask)
-    assert im.shape == (3, 24, 24) and (m[20:] == 255).all() and (m[:, 20:] == 255).all()
-
-
-def test_get_transform_policies():
-    assert list(AUGMENT_POLICIES) == ["none", "flips", "d4"]
-    mask = torch.arange(400).view(20, 20).to(torch.uint8)  # the corners tell the orientation
-    image = torch.stack([mask, mask + 1, mask + 2])
-    for t in (get_transform(False), get_transform(False, 12, "d4"), get_transform(True)):
-        im, m = t(image, mask)  # eval, and training with nothing asked: the identity
-        assert im is image and m is mask
-    random.seed(0)
-    seen = set()
-    for _ in range(40):
-        im, m = get_transform(True, 12, "d4")(image, mask)
-        assert im.shape == (3, 12, 12) and torch.equal(im[1], m + 1)
-        seen.add(tuple(m[:2, :2].flatten().tolist()))
-    assert len(seen) > 8  # random crops and turns
-    turned = {tuple(get_transform(True, None, "d4")(image, mask)[1][0, :2].tolist()) for _ in range(40)}
-    flipped = {tuple(get_transform(True, None, "flips")(image, mask)[1][0, :2].tolist()) for _ in range(40)}
-    assert len(flipped) == 4 and len(turned) == 8  # D4: 8 corner orientations, flips alone: 4
 
 
 def test_synthetic_deterministic_and_atomic(tmp_path):

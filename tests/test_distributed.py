@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from core import checkpoint, distributed, engine, fileio, runtime
-from core.presets import make_prepare
+from core.inputs import make_prepare
 from datasets import P1Images, P2Tiles
 from models import get_model
 from tests.conftest import ROOT

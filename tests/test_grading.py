@@ -22,7 +22,7 @@ from PIL import Image
 from core import checkpoint, cli, runtime
 from core.checkpoint import CheckpointError
 from core.fileio import WrittenFiles, file_id, read_csv
-from core.presets import to_float
+from core.inputs import to_float
 from datasets import DataError, read_mask
 from models import get_model
 from tests.conftest import ROOT, default_sigint

@@ -7,7 +7,7 @@ import torch
 from core import checkpoint, cli, runtime
 from core.checkpoint import CheckpointError
 from core.inference import load_for_inference
-from core.presets import model_inputs
+from core.inputs import model_inputs
 from tests.factories import CPU, PREPROCESS, classifier, inference_ckpt
 
 

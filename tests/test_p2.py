@@ -17,8 +17,8 @@ import torch
 
 from core import checkpoint
 from core.fileio import read_csv
+from core.inputs import fixed_preprocess
 from core.metrics import ConfusionMatrix
-from core.presets import fixed_preprocess
 from datasets import NUM_CLASSES, P2Tiles, read_mask
 from datasets.stats import channel_stats, median_frequency_weights
 from tests.conftest import ROOT, default_sigint

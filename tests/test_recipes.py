@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from core import cli, runs, runtime
-from core.presets import IMAGENET_MEAN, IMAGENET_STD, fixed_preprocess, to_float
+from core.augment import P1_POLICIES
+from core.inputs import IMAGENET_MEAN, IMAGENET_STD, fixed_preprocess, to_float
 from models import Classifier, FCN8VGG, FCN32VGg
 from tests.conftest import ROOT
 
@@ -118,6 +119,13 @@ def test_p1_ours_stays_the_default_with_todays_values():
         epochs=60, batch_size=128, optimizer="sgd", lr=0.05, switch_sgd_at=0, sgd_lr=None, momentum=0.9,
         weight_decay=5e-4, lr_schedule="cosine", label_smoothing=0.1, img_size=224, normalize="dataset", hflip=True,
         crop_padding=4, rotation=0.0, perspective=0.0, affine=0.0, color_jitter=0.2, jitter_order="fixed")
+
+
+def test_p1_recipes_augment_by_the_policy_of_their_name_and_each_flag_overrides_one_value():
+    for name in ("ours", "report"):
+        assert settings(parse("p1_train", "--recipe", name), P1_POLICIES["none"]) == P1_POLICIES[name]
+    assert settings(parse("p1_train", "--recipe", "report", "--rotation", "5", "--no-hflip"), P1_POLICIES["none"]) \
+        == dict(P1_POLICIES["report"], rotation=5.0, hflip=False)
 
 
 @pytest.mark.parametrize("argv, lr", [([], 0.05), (["--optimizer", "adam"], 1e-3), (["--optimizer", "adamw"], 1e-3),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.presets import to_float
+from core.inputs import to_float
 from core.runtime import inference_dtype
 from core.sliding_window import (pad_to_window, predict_masks, reflect_index, sliding_logits, window_starts,
                                  window_weights)

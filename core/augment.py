@@ -1,44 +1,42 @@
-"""Batch preparation on the device (torchvision references' ``presets.py``).
+"""Augmentation for both problems, by named policy.
 
-Datasets return uint8 tensors; ``make_prepare`` moves a batch to the device, applies P1's
-batched augmentation there (flip, padded crop, colour jitter; the seed author's rotation,
-perspective and affine as one ``warp``), converts to normalised float, resizes P1 images to the
-model's input side and sets the memory format. ``NORMALIZATIONS`` names the fixed input
-scalings (``--normalize``). Dataset statistics: ``datasets.stats``.
+P1 (``P1_POLICIES``, ``P1Augment``): a uint8 batch on the device, augmented as one batch with
+per-image random draws from the device's global RNG (saved in checkpoints): flip, padded crop and
+colour jitter; the seed author's rotation, perspective and affine as one ``warp``.
+``core.inputs.make_prepare`` applies it before normalising.
+
+P2 (``P2_POLICIES``, ``get_transform``): joint transforms of ``(uint8 3 x H x W image, uint8 H x
+W mask)`` tensors on the CPU, in the DataLoader. Flips, 90-degree rotations and crops move pixels
+without interpolating, so the mask keeps exact class ids (masks are never interpolated).
 """
+import random
+
 import torch
 import torch.nn.functional as F
 
-# torchvision's ImageNet statistics (the normalisation its pretrained VGG16 weights expect).
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# CIFAR-10 training-set channel statistics, the usual constants for 32x32 natural photos.
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+from datasets.p2 import IGNORE_INDEX
+
 # ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
 LUMA = (0.299, 0.587, 0.114)
-
-
-def to_float(images, mean, std):
-    """uint8 N x 3 x H x W (on any device) -> normalised float: ``(x/255 - mean) / std``."""
-    mean = torch.as_tensor(mean, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, device=images.device, dtype=torch.float32).view(1, -1, 1, 1)
-    return images.float().mul_(1 / (255 * std)).sub_(mean / std)
-
-
-# Fixed input scalings by ``--normalize`` name, as a checkpoint's ``preprocess`` (``(x/255 - mean) / std``).
-NORMALIZATIONS = {
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "cifar": (CIFAR_MEAN, CIFAR_STD),
-    "unit": ((0.0,) * 3, (1.0,) * 3),  # 0..1, no mean/std (the seed author's P1 inputs)
-    "raw": ((0.0,) * 3, (1 / 255,) * 3),  # 0..255 pixel values (the seed author's FCN32s inputs); exact in float32
-}
 # torchvision RandomPerspective's default distortion_scale (the seed author's code used the defaults).
 PERSPECTIVE_DISTORTION = 0.5
+# P1's policies: the values of p1_train.py's augmentation flags (each flag overrides its one value).
+# "none" is every flag off (a value P1Augment is not given); "ours" and "report" are the --recipe
+# values of the same names (their sources: p1_train.py's docstring and the README's P1 recipe table).
+P1_POLICIES = {
+    "none": dict(hflip=False, crop_padding=0, rotation=0.0, perspective=0.0, affine=0.0, color_jitter=0.0,
+                 jitter_order="fixed"),
+    # ours: flips, 4-pixel padded crops and mild colour jitter in a fixed order
+    "ours": dict(hflip=True, crop_padding=4, rotation=0.0, perspective=0.0, affine=0.0, color_jitter=0.2,
+                 jitter_order="fixed"),
+    # the seed author's (GitHub Andychen3558/DLCV2020, hw2/): RandomHorizontalFlip, RandomRotation(15),
+    # RandomPerspective(), RandomAffine(15), ColorJitter(0.5, 0.5, 0.5)
+    "report": dict(hflip=True, crop_padding=0, rotation=15.0, perspective=0.5, affine=15.0, color_jitter=0.5,
+                   jitter_order="random"),
+}
 
 
-def fixed_preprocess(name):
-    """The checkpoint ``preprocess`` of a ``NORMALIZATIONS`` name."""
-    mean, std = NORMALIZATIONS[name]
-    return {"mean": list(mean), "std": list(std)}
+# --------------------------------------------------------------------------- P1: batched on the device
 
 
 def jitter_colors(images, strength, random_order=False):
@@ -178,46 +176,103 @@ def warp(x, size, rotation=0.0, perspective=0.0, affine=0.0):
     return out * inside.view(n, 1, size, size).to(x.dtype)
 
 
-def model_inputs(images, mean, std, img_size=None, channels_last=False):
-    """uint8 N x 3 x h x w (on the device) -> normalised float, resized to ``img_size`` squared
-    when given (bilinear; normalising first is equivalent, as bilinear weights sum to 1)."""
-    x = to_float(images, mean, std)
-    if img_size and tuple(x.shape[-2:]) != (img_size, img_size):
-        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+class P1Augment:
+    """P1's training augmentation of a uint8 N x 3 x H x W batch on its device, from a policy's
+    values (the keys of ``P1_POLICIES``; a key not given is off, as in ``"none"``).
 
-
-def make_prepare(device, preprocess, img_size=None, channels_last=False, aug=None):
-    """``prepare((uint8 images, targets)) -> (model inputs, int64 targets)`` on ``device``.
-
-    ``preprocess`` is the checkpoint's ``{"mean", "std"}``; ``aug`` (P1 training) the keyword
-    arguments of ``augment`` and ``warp`` (``rotation``, ``perspective``, ``affine``), or None.
-    Without a warp the uint8 images are flipped, cropped and jittered at their own size, then
-    normalised and resized. With one, the images are flipped (and cropped), warped to
-    ``img_size`` in 0..1 floats, colour-jittered there (after the warps, the author's order),
-    then normalised.
+    Without a warp (rotation, perspective and affine all 0) the batch comes back as uint8 at its
+    own size: flipped, cropped and colour-jittered (``warps`` False). With one, it is flipped and
+    cropped, warped to ``img_size`` squared (its own side when None) in 0..1 floats, then
+    colour-jittered there, after the warps as in the author's order (``warps`` True).
     """
-    mean = torch.tensor(preprocess["mean"], device=device)
-    std = torch.tensor(preprocess["std"], device=device)
-    aug = dict(aug or {})
-    geometry = {k: v for k in ("rotation", "perspective", "affine") if (v := aug.pop(k, 0.0))}
-    late_jitter = (aug.pop("color_jitter", 0.0), aug.get("jitter_order", "fixed")) if geometry else None
 
-    def prepare(batch):
-        images, targets = batch
-        images = images.to(device, non_blocking=True)
-        if aug:
-            images = augment(images, **aug)
-        if geometry:
-            x = warp(images.float() / 255, img_size or images.shape[-1], **geometry)
-            if late_jitter[0] > 0:
-                x = jitter_colors(x, late_jitter[0], late_jitter[1] == "random")
-            x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-            inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        else:
-            inputs = model_inputs(images, mean, std, img_size, channels_last)
-        return inputs, targets.to(device, non_blocking=True).long()
+    def __init__(self, img_size=None, **values):
+        values = {**P1_POLICIES["none"], **values}
+        self.geometry = {k: v for k in ("rotation", "perspective", "affine") if (v := values.pop(k))}
+        self.warps, self.img_size = bool(self.geometry), img_size
+        self.late_jitter = (values.pop("color_jitter"), values["jitter_order"]) if self.warps else None
+        self.values = values
 
-    return prepare
+    def __call__(self, images):
+        images = augment(images, **self.values)
+        if not self.warps:
+            return images
+        x = warp(images.float() / 255, self.img_size or images.shape[-1], **self.geometry)
+        if self.late_jitter[0] > 0:
+            x = jitter_colors(x, self.late_jitter[0], self.late_jitter[1] == "random")
+        return x
+
+
+# --------------------------------------------------------------------------- P2: joint transforms on the CPU
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = transforms
+
+    def __call__(self, image, mask):
+        for t in self.transforms:
+            image, mask = t(image, mask)
+        return image, mask
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def __call__(self, image, mask):
+        if random.random() < self.p:
+            return image.flip(-1), mask.flip(-1)
+        return image, mask
+
+
+class RandomVerticalFlip(RandomHorizontalFlip):
+    def __call__(self, image, mask):
+        if random.random() < self.p:
+            return image.flip(-2), mask.flip(-2)
+        return image, mask
+
+
+class RandomRotate90:
+    """Rotate by 0/90/180/270 degrees (aerial tiles have no "up"); non-square: 0/180 only."""
+
+    def __call__(self, image, mask):
+        k = random.randrange(4) if mask.shape[0] == mask.shape[1] else random.choice((0, 2))
+        return image.rot90(k, (-2, -1)), mask.rot90(k, (-2, -1))
+
+
+class RandomCrop:
+    """Random ``size x size`` crop; smaller inputs are padded (image 0, mask IGNORE_INDEX)."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def __call__(self, image, mask):
+        h, w = mask.shape
+        ph, pw = max(self.size - h, 0), max(self.size - w, 0)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0)
+            mask = F.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
+            h, w = mask.shape
+        top, left = random.randint(0, h - self.size), random.randint(0, w - self.size)
+        return (image[:, top:top + self.size, left:left + self.size],
+                mask[top:top + self.size, left:left + self.size])
+
+
+# P2's policies (--augment). Aerial tiles have no "up", so every symmetry of the square (the dihedral
+# group D4: flips and 90-degree turns) gives another plausible tile.
+P2_POLICIES = {
+    "none": (),
+    "flips": (RandomHorizontalFlip, RandomVerticalFlip),
+    "d4": (RandomHorizontalFlip, RandomVerticalFlip, RandomRotate90),
+}
+
+
+def get_transform(train, crop_size=None, augment="none"):
+    """Training: the ``augment`` policy, then a random ``crop_size`` crop if given; eval: identity."""
+    ts = []
+    if train:
+        ts += [t() for t in P2_POLICIES[augment]]
+        if crop_size:
+            ts.append(RandomCrop(crop_size))
+    return Compose(ts)

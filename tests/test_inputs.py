@@ -1,9 +1,10 @@
-"""Batch preparation on the device (core/presets.py): normalisation, augmentation, resizing."""
+"""Model inputs on the device (core/inputs.py): normalisation, resizing, ``make_prepare`` with and
+without P1's augmentation."""
 
 import torch
 import torch.nn.functional as F
 
-from core.presets import augment, make_prepare, model_inputs, to_float
+from core.inputs import make_prepare, model_inputs, to_float
 from tests.factories import CPU, PREPROCESS
 
 
@@ -13,36 +14,6 @@ def test_to_float_normalises():
     assert y.dtype == torch.float32 and torch.allclose(y, torch.ones_like(y))
     z = to_float(torch.zeros(1, 3, 1, 1, dtype=torch.uint8), (0.5, 0.25, 0.0), (0.5, 0.5, 1.0))
     torch.testing.assert_close(z.flatten(), torch.tensor([-1.0, -0.5, 0.0]))
-
-
-def test_augment_identity_when_off():
-    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    assert augment(images) is images
-    assert torch.equal(augment(images, hflip=False, crop_padding=0, color_jitter=0.0), images)
-
-
-def test_augment_shapes_dtypes_and_content():
-    torch.manual_seed(0)
-    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    out = augment(images, hflip=True, crop_padding=4, color_jitter=0.4)
-    assert out.shape == images.shape and out.dtype == torch.uint8
-    flipped = augment(images, hflip=True)
-    for a, b in zip(images, flipped):
-        assert torch.equal(a, b) or torch.equal(a.flip(-1), b)
-    assert any(not torch.equal(a, b) for a, b in zip(images, flipped))
-    padded = F.pad(images, (2, 2, 2, 2))
-    cropped = augment(images, crop_padding=2)
-    for p, c in zip(padded, cropped):  # every crop is one 32x32 window of the padded image
-        assert any(torch.equal(p[:, y:y + 32, x:x + 32], c) for y in range(5) for x in range(5))
-    assert not torch.equal(augment(images, color_jitter=0.5), images)
-
-
-def test_augment_follows_the_global_rng():
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    torch.manual_seed(5)
-    a = augment(images, hflip=True, crop_padding=4, color_jitter=0.3)
-    torch.manual_seed(5)
-    assert torch.equal(a, augment(images, hflip=True, crop_padding=4, color_jitter=0.3))
 
 
 def test_prepare_upsamples_and_normalises():
@@ -65,3 +36,23 @@ def test_model_inputs_resize_equals_normalise_after_resize():
     assert x.shape == (2, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
     resized = F.interpolate(images.float() / 255, size=(64, 64), mode="bilinear", align_corners=False)
     torch.testing.assert_close(x, (resized - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_prepare_with_warp_normalises_after_it():
+    images = torch.full((4, 3, 32, 32), 255, dtype=torch.uint8)
+    aug = {"hflip": True, "crop_padding": 0, "color_jitter": 0.5, "jitter_order": "random", "rotation": 15.0,
+           "perspective": 0.5, "affine": 15.0}
+    x, y = make_prepare(torch.device("cpu"), {"mean": [0.5] * 3, "std": [0.5] * 3}, 64, True, aug)(
+        (images, torch.arange(4)))
+    assert x.shape == (4, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
+    assert x.min() >= -1 and x.max() <= 1 and (x == -1).any()  # filled pixels are 0 before normalising
+    assert torch.equal(y, torch.arange(4))
+
+
+def test_prepare_without_warp_is_the_uint8_path():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    aug = {"hflip": False, "crop_padding": 0, "color_jitter": 0.0, "jitter_order": "fixed", "rotation": 0.0,
+           "perspective": 0.0, "affine": 0.0}
+    pre = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    x, _ = make_prepare(torch.device("cpu"), pre, 48, False, aug)((images, torch.arange(4)))
+    torch.testing.assert_close(x, make_prepare(torch.device("cpu"), pre, 48)((images, torch.arange(4)))[0])
