@@ -9,7 +9,6 @@ import torch
 from tqdm import tqdm
 
 from core.distributed import all_reduce_sum, is_main_process
-from core.inputs import model_inputs
 from core.metrics import ConfusionMatrix
 from core.runtime import autocast
 

@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import signal
 import sys
 import time

@@ -142,7 +142,7 @@ def test_odd_sizes_keep_their_size_and_windows_of_many_images_share_batches():
 
 def test_memory_is_bounded_by_the_window_row_not_the_image():
     # 32 classes x 4096 x 512 float32 is 256 MiB for a whole-image buffer; a row of windows, 35 MiB.
-    code = f"""
+    code = """
 import resource, torch
 from core.sliding_window import predict_masks
 MEAN, STD = [0.5] * 3, [0.25] * 3

@@ -2,7 +2,6 @@
 unchanged entry points train, checkpoint and grade it. The scripts run in a fresh Python that imports
 the toy model first and then runs each script file as ``__main__`` (no test imports an entry point);
 two such processes, not one per script, keep the test at about ten seconds of CPU."""
-import os
 import sys
 
 import pytest
