@@ -6,10 +6,10 @@ turns on (``OPTIONAL``; ``--tensorboard``: ``core/tensorboard.py``).
 A sink is a class with ``write(record)`` and ``close()``. ``write`` runs in the run's
 background writer after the epoch's checkpoints are on disk, in the order of the sinks: a line
 saying "(best)" is printed only once ``best.pt`` is written, and a log row never gets ahead of
-its ``last.pt``. An optional sink also has ``check()``, which refuses a missing package before the
-run touches any file, and ``remove(folder)``, which deletes what ``--overwrite`` removes: the
-files it wrote and nothing else. A new sink is one module, its flag in ``cli.training_parser``
-and its line in ``OPTIONAL``.
+its ``last.pt``. An optional sink also has the static methods ``check(folder)``, which refuses
+a missing package (or a file in the way) before the run touches any file, and ``remove(folder)``,
+which deletes what ``--overwrite`` removes: the files it wrote and nothing else. A new sink is
+one module, its flag in ``cli.training_parser`` and its line in ``OPTIONAL``.
 """
 import dataclasses
 import os
@@ -82,7 +82,7 @@ def check(args):
     """Refuse an optional sink whose package is missing (before any file or data is touched)."""
     for flag, sink in OPTIONAL.items():
         if getattr(args, flag, False):
-            sink.check()
+            sink.check(args.output_dir)
 
 
 def open_sinks(args, saved_epoch, line_columns, rate_digits):

@@ -29,13 +29,18 @@ class TensorBoard:
         self.writer = None  # opened with the first record: a run that stops before it leaves no file
 
     @staticmethod
-    def check():
-        """Refuse ``--tensorboard`` without the package (a UserError naming the install command)."""
+    def check(folder):
+        """Refuse ``--tensorboard`` for a run into ``folder`` without the package (naming the install
+        command), or with a file where its folder should be."""
         try:
             import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it, and imports it lazily)
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError:
             raise UserError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+        board = os.path.join(folder, FOLDER)
+        if os.path.lexists(board) and not os.path.isdir(board):
+            raise UserError(f"{board}: is not a folder; --tensorboard writes its event files there (move it, or run "
+                            "without --tensorboard)")
 
     @staticmethod
     def remove(folder):

@@ -106,6 +106,14 @@ def test_overwrite_removes_the_event_files_and_keeps_a_users_file(tmp_path):
             assert os.listdir(folder / "tensorboard") == ["notes.txt"]
 
 
+@needs_tensorboard
+def test_a_file_where_the_event_folder_goes_is_refused_before_the_run_starts(tmp_path):
+    (tmp_path / "tensorboard").write_text("mine")
+    with pytest.raises(cli.UserError, match="tensorboard: is not a folder"):
+        sinks.check(argparse.Namespace(tensorboard=True, output_dir=str(tmp_path)))
+    assert (tmp_path / "tensorboard").read_text() == "mine"
+
+
 def test_tensorboard_may_be_turned_on_when_resuming():
     ckpt = training_ckpt(classifier(), tensorboard=False)
     runs.check_resume(argparse.Namespace(**{**ckpt["args"], "tensorboard": True}), ckpt, "last.pt")
@@ -115,8 +123,8 @@ def test_missing_package_is_one_line_before_any_data_is_read(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # what `import tensorboard` does when it is not installed
     message = "--tensorboard needs the tensorboard package (pip install tensorboard)"
     with pytest.raises(cli.UserError, match=f"^{re.escape(message)}$"):
-        sinks.check(argparse.Namespace(tensorboard=True))
-    sinks.check(argparse.Namespace(tensorboard=False))
+        sinks.check(argparse.Namespace(tensorboard=True, output_dir=str(tmp_path)))
+    sinks.check(argparse.Namespace(tensorboard=False, output_dir=str(tmp_path)))
 
     # Through the script: the message, exit 1, and neither the data nor the run folder touched.
     code = ("import runpy, sys; sys.modules['tensorboard'] = None; sys.argv = sys.argv[1:]; "
