@@ -1,10 +1,11 @@
 """A training run's folder: which one, never clobbering another run, one writer at a time,
-and a resumed run that continues with its own settings.
+and a resumed run that continues with its own settings; and the run's epoch record (``Run``:
+timed, checkpointed, handed to the sinks of ``core/sinks.py``).
 
 A folder holds a run when it has a finished epoch (``last.pt``) or the files of one
 (``best.pt``, ``log.csv``). A new run refuses such a folder unless ``--overwrite`` (then the
 files that run wrote go, and only those: ``RUN_FILES``, the script's figures and snapshot
-masks by their names); a folder whose run finished no epoch (only ``args.json``) holds
+masks by their names, the optional sinks' files); a folder whose run finished no epoch (only ``args.json``) holds
 nothing to protect and is started again. ``--resume`` continues in the folder of its
 checkpoint, which must hold that run's ``best.pt`` and ``log.csv``. An exclusive lock
 (``.lock``, released by the kernel when the process ends, never held by DataLoader workers)
