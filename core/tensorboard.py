@@ -33,7 +33,7 @@ class TensorBoard:
         """Refuse ``--tensorboard`` for a run into ``folder`` without the package (naming the install
         command), or with a file where its folder should be."""
         try:
-            import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it, and imports it lazily)
+            import tensorboard  # noqa: F401  (the package itself, which torch.utils.tensorboard wraps)
             from torch.utils.tensorboard import SummaryWriter  # noqa: F401
         except ImportError:
             raise UserError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
