@@ -1,6 +1,7 @@
 # Two commands do all the set-up: `make demo` and `make test` (each creates .venv if missing).
 PY := .venv/bin/python
 STAMP := .venv/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
+OPTIONAL_STAMP := .venv/.optional-$(shell cat requirements-optional.txt constraints.txt | cksum | cut -d' ' -f1)
 DATA := data/synthetic
 DEMO := runs/demo
 SEED ?= 0
@@ -19,8 +20,14 @@ $(STAMP): requirements.txt constraints.txt
 	rm -f .venv/.installed-*
 	touch $@
 
+# The optional packages (requirements-optional.txt: tensorboard) too, so that their tests run.
+$(OPTIONAL_STAMP): requirements-optional.txt constraints.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-optional.txt -c constraints.txt
+	rm -f .venv/.optional-*
+	touch $@
+
 # pytest exits 5 when it ran no test: that is a failure here, not a pass.
-test: venv
+test: venv $(OPTIONAL_STAMP)
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no test ran"; exit 1; fi; exit $$rc
 
 # Synthetic data in the official layouts, brief CPU training of both problems, both grading

@@ -38,12 +38,11 @@ preprocessing only), and at the end ``curves.png``, ``confusion_matrix.png`` and
 import argparse
 import os
 import sys
-import time
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
 from core.augment import P1_POLICIES, PERSPECTIVE_DISTORTION
 from core.checkpoint import CheckpointError
-from core.fileio import CSVLog, write_csv
+from core.fileio import write_csv
 from core.inputs import fixed_preprocess, make_prepare
 from core.losses import build_criterion
 from core.optim import DEFAULT_LR, build_phase, check_switch, phase_at
@@ -134,9 +133,6 @@ def main(argv=None):
                         + (f"; SGD at lr {args.sgd_lr:g}, momentum {args.momentum:g} from epoch {args.switch_sgd_at}"
                            if args.switch_sgd_at else ""))
 
-        columns = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_acc", "train_seconds", "val_seconds",
-                   "other_seconds"]
-        log = CSVLog(os.path.join(args.output_dir, "log.csv"), columns, resume_epoch=start_epoch - 1)
         for epoch in range(start_epoch, args.epochs + 1):
             if phase_at(args, epoch) != phase:
                 phase = phase_at(args, epoch)
@@ -144,26 +140,23 @@ def main(argv=None):
                 distributed.log(f"epoch {epoch}: switching optimizer to {phase} (lr {args.sgd_lr:g})")
             distributed.set_epoch(train_loader, epoch)
             lr = optimizer.param_groups[0]["lr"]
+            run.begin("train")
             train = engine.train_one_epoch(model, criterion, optimizer, train_loader, device, epoch, prepare_train,
                                            dtype, scaler, args.print_freq)
             if scheduler is not None:
                 scheduler.step()
-            t_val = time.perf_counter()
+            run.begin("val")
             cm, val_loss = engine.evaluate(model, val_loader, device, NUM_CLASSES, prepare_eval, dtype, criterion)
             acc = cm.accuracy()
-            t_other = time.perf_counter()
+            run.begin("other")
             is_best, best = acc > best, max(acc, best)
             inference = checkpoint.inference_state("p1", args.model, model_kwargs, model_without_ddp, preprocess,
                                                    epoch=epoch, val_acc=acc, precision=runtime.precision_name(dtype))
-            row = {"epoch": epoch, "phase": phase, "lr": f"{lr:.6g}", "train_loss": f"{train['loss']:.6f}",
-                   "val_loss": f"{val_loss:.6f}", "val_acc": f"{acc:.6f}",
-                   "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}"}
-            line = (f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} val_loss {val_loss:.4f} "
-                    f"val_acc {acc:.4f}{' (best)' if is_best else ''} [{train['images'] / train['seconds']:.0f} img/s]")
-            run.save_epoch(inference, log, row, t_other, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler,
-                           phase=phase, epoch=epoch, best_score=best, is_best=is_best, line=line)
+            numbers = {"lr": lr, "train_loss": train["loss"], "val_loss": val_loss, "val_acc": acc}
+            run.end_epoch(inference, numbers, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler, phase=phase,
+                          epoch=epoch, best_score=best, is_best=is_best, train_images=train["images"])
             distributed.barrier()
-        run.writer.wait()
+        run.finish()
         distributed.barrier()  # best.pt is on disk before any process reads it
 
         # Figures and per-class accuracy of the best epoch's weights.

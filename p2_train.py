@@ -52,14 +52,13 @@ import argparse
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
 from core.checkpoint import CheckpointError
-from core.fileio import CSVLog, atomic_write_bytes
+from core.fileio import atomic_write_bytes
 from core.losses import build_criterion
 from core.metrics import SCORED_CLASSES
 from core.optim import build_phase, check_switch, phase_at
@@ -68,7 +67,7 @@ from core.inputs import fixed_preprocess, make_prepare
 from core.pretrained import load_backbone_state_dict
 from core.sliding_window import sliding_logits
 from datasets import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, DataError, P2Tiles, read_rgb, rgb_to_class
-from datasets.masks import encode_png
+from datasets.masks import class_to_rgb, encode_png
 from datasets.stats import median_frequency_weights, split_statistics
 from models import MODELS, get_model, model_names
 from models.fcn import HEAD_INITS
@@ -176,14 +175,18 @@ def snapshot_path(folder, image_id, epoch):
 
 @torch.inference_mode()
 def save_snapshots(model, val_set, indices, epoch, folder, prepare, device, dtype):
-    """Write the predicted masks of ``indices`` as ``snapshots/<id>_epoch<E>.png``."""
+    """Write the predicted masks of ``indices`` as ``snapshots/<id>_epoch<E>.png``; returns their
+    colour masks by tag (``snapshots/<id>``) for the run's sinks."""
     model.eval()
+    masks = {}
     for k in indices:
         image, mask = val_set[k]
         inputs, _ = prepare((image[None], mask[None]))
         with runtime.autocast(device, dtype):
-            pred = sliding_logits(model, inputs).argmax(1)[0]
-        atomic_write_bytes(snapshot_path(folder, val_set.ids[k], epoch), encode_png(pred.cpu().numpy()))
+            pred = sliding_logits(model, inputs).argmax(1)[0].cpu().numpy()
+        atomic_write_bytes(snapshot_path(folder, val_set.ids[k], epoch), encode_png(pred))
+        masks[f"snapshots/{val_set.ids[k]}"] = class_to_rgb(pred)
+    return masks
 
 
 def draw_figures(args, val_set, indices):
@@ -277,9 +280,6 @@ def main(argv=None):
                         + (f", SGD lr {args.sgd_lr:g} momentum {args.momentum:g} from epoch {args.switch_sgd_at}"
                            if args.switch_sgd_at else ""))
 
-        columns = ["epoch", "phase", "lr", "train_loss", "val_loss", "val_miou"] + \
-                  [f"iou_{CLASS_NAMES[c]}" for c in SCORED_CLASSES] + ["train_seconds", "val_seconds", "other_seconds"]
-        log = CSVLog(os.path.join(args.output_dir, "log.csv"), columns, resume_epoch=start_epoch - 1)
         for epoch in range(start_epoch, args.epochs + 1):
             if phase_at(args, epoch) != phase:
                 phase = phase_at(args, epoch)
@@ -287,32 +287,29 @@ def main(argv=None):
                 distributed.log(f"epoch {epoch}: switching optimizer to {phase} (lr {args.sgd_lr})")
             distributed.set_epoch(train_loader, epoch)
             lr = optimizer.param_groups[0]["lr"]
+            run.begin("train")
             train = engine.train_one_epoch(model, criterion, optimizer, train_loader, device, epoch, prepare, dtype,
                                            scaler, args.print_freq)
             if scheduler is not None:
                 scheduler.step()
-            t_val = time.perf_counter()
+            run.begin("val")
             cm, val_loss = engine.evaluate(model, val_loader, device, NUM_CLASSES, prepare, dtype, criterion,
                                            forward=validation_forward)
             miou, per_class, _ = cm.mean_iou(SCORED_CLASSES)
-            t_other = time.perf_counter()
+            run.begin("other")
             is_best, best = miou > best, max(miou, best)
             inference = checkpoint.inference_state("p2", args.model, model_kwargs, model_without_ddp, preprocess,
                                                    epoch=epoch, val_miou=miou, recipe=args.recipe,
                                                    precision=runtime.precision_name(dtype), class_weights=class_weights)
             if distributed.is_main_process() and epoch in args.snapshot_epochs:
-                save_snapshots(model_without_ddp, val_set, indices, epoch, args.output_dir, prepare, device, dtype)
-            row = {"epoch": epoch, "phase": phase, "lr": f"{lr:.6g}", "train_loss": f"{train['loss']:.6f}",
-                   "val_loss": f"{val_loss:.6f}", "val_miou": f"{miou:.6f}",
-                   **{f"iou_{CLASS_NAMES[c]}": f"{v:.6f}" for c, v in per_class.items()},
-                   "train_seconds": f"{train['seconds']:.2f}", "val_seconds": f"{t_other - t_val:.2f}"}
-            line = (f"epoch {epoch}: {phase} lr {lr:.3g} train_loss {train['loss']:.4f} val_loss {val_loss:.4f} "
-                    f"val_miou {miou:.4f}{' (best)' if is_best else ''} "
-                    f"[{train['images'] / train['seconds']:.1f} img/s]")
-            run.save_epoch(inference, log, row, t_other, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler,
-                           phase=phase, epoch=epoch, best_score=best, is_best=is_best, line=line)
+                run.add_images(save_snapshots(model_without_ddp, val_set, indices, epoch, args.output_dir, prepare,
+                                              device, dtype))
+            numbers = {"lr": lr, "train_loss": train["loss"], "val_loss": val_loss, "val_miou": miou,
+                       **{f"iou_{CLASS_NAMES[c]}": v for c, v in per_class.items()}}
+            run.end_epoch(inference, numbers, optimizer=optimizer, lr_scheduler=scheduler, scaler=scaler, phase=phase,
+                          epoch=epoch, best_score=best, is_best=is_best, train_images=train["images"])
             distributed.barrier()
-        run.writer.wait()
+        run.finish()
         if distributed.is_main_process():
             draw_figures(args, val_set, indices)
             print(f"best val mIoU {best:.4f}: {os.path.join(args.output_dir, 'best.pt')}")

@@ -6,6 +6,8 @@
     fileio         atomic file writes (bytes, JSON, CSV, the epoch log), leftover temporaries, AsyncWriter
                    (the one background writer), WrittenFiles (what a grading script wrote)
     runs           a run folder: never clobber another run, one writer at a time, resume, the epoch record
+    sinks          where the epoch record goes: the epoch line, log.csv, the optional sinks a flag turns on
+    tensorboard    the TensorBoard sink (--tensorboard): scalars per epoch, P2's snapshot masks
     checkpoint     the checkpoint format: build, save (in the background), load, check, rebuild the model
     engine         train_one_epoch / evaluate (the epoch loop lives in each script)
     inference      checkpoint -> model, device, precision, memory format, normalisation for the three

@@ -150,6 +150,10 @@ def training_parser(description):
     g.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --output-dir that holds one (its files are replaced)")
     g.add_argument("--print-freq", type=positive_int, default=50, help="a log line every this many steps")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
+                   help="also log each epoch's numbers (and P2's snapshot masks) for TensorBoard, under "
+                        "<output-dir>/tensorboard/ (needs the optional tensorboard package; a --resume may turn it "
+                        "on or off)")
     return p
 
 

@@ -100,6 +100,20 @@ def atomic_write_bytes(path, data):
             os.close(fd)
 
 
+def remove_matching(folder, pattern):
+    """Remove the files of ``folder`` whose names match ``pattern`` (a compiled regex), then the
+    folder when that leaves it empty: what a run wrote there, and nothing a user put beside it.
+    A link is never followed or removed."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if pattern.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+    if not os.listdir(folder):
+        os.rmdir(folder)
+
+
 def write_json(path, obj):
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
@@ -126,18 +140,19 @@ def read_csv(path):
 
 
 class CSVLog:
-    """``log.csv`` with fixed columns; the whole file is rewritten atomically on every row,
-    so it is never left truncated, and a resumed run keeps the rows of the epochs it kept."""
+    """``log.csv`` with fixed columns (``fields``, or the first row's keys); the whole file is
+    rewritten atomically on every row, so it is never left truncated, and a resumed run keeps
+    the rows of the epochs it kept."""
 
-    def __init__(self, path, fields, resume_epoch=None):
-        self.path, self.fields, self.rows = path, list(fields), []
+    def __init__(self, path, fields=None, resume_epoch=None):
+        self.path, self.fields, self.rows = path, fields and list(fields), []
         if resume_epoch is not None and os.path.exists(path):
-            self.rows = [{k: r.get(k, "") for k in self.fields} for r in read_csv(path)
-                         if int(r["epoch"]) <= resume_epoch]
+            self.rows = [r for r in read_csv(path) if int(r["epoch"]) <= resume_epoch]
 
     def append(self, row):
-        self.rows.append({k: row.get(k, "") for k in self.fields})
-        write_csv(self.path, self.fields, [[r[k] for k in self.fields] for r in self.rows])
+        self.fields = self.fields or list(row)
+        self.rows.append(dict(row))
+        write_csv(self.path, self.fields, [[r.get(k, "") for k in self.fields] for r in self.rows])
 
 
 def file_id(path):

@@ -1,10 +1,11 @@
 """A training run's folder: which one, never clobbering another run, one writer at a time,
-and a resumed run that continues with its own settings.
+and a resumed run that continues with its own settings; and the run's epoch record (``Run``:
+timed, checkpointed, handed to the sinks of ``core/sinks.py``).
 
 A folder holds a run when it has a finished epoch (``last.pt``) or the files of one
 (``best.pt``, ``log.csv``). A new run refuses such a folder unless ``--overwrite`` (then the
 files that run wrote go, and only those: ``RUN_FILES``, the script's figures and snapshot
-masks by their names); a folder whose run finished no epoch (only ``args.json``) holds
+masks by their names, the optional sinks' files); a folder whose run finished no epoch (only ``args.json``) holds
 nothing to protect and is started again. ``--resume`` continues in the folder of its
 checkpoint, which must hold that run's ``best.pt`` and ``log.csv``. An exclusive lock
 (``.lock``, released by the kernel when the process ends, never held by DataLoader workers)
@@ -32,8 +33,9 @@ from core.checkpoint import load, submit_epoch, to_cpu, training_state
 from core.cli import Interrupted, UserError, error_message
 from core.distributed import all_gather_object, cleanup_distributed, get_rank, get_world_size, is_main_process
 from core.engine import NonFiniteLossError
-from core.fileio import AsyncWriter, write_json
+from core.fileio import AsyncWriter, remove_matching, write_json
 from core.runtime import StopSignal, StopSignals, rng_state
+from core.sinks import EpochRecord, check as check_sinks, open_sinks, remove as remove_sink_files
 from datasets import DataError
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
@@ -42,6 +44,10 @@ RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
 RUN_OUTPUTS = {"p1_train.py": ("curves.png", "confusion_matrix.png", "per_class_acc.csv"),
                "p2_train.py": ("curves.png", "per_class_iou.png", "epoch_masks.png", "epoch_masks_report.png")}
 SNAPSHOT = re.compile(r".+_epoch[0-9]+\.png")
+# Each script's epoch line (``sinks.Console``): the columns it shows after the learning rate, and the
+# decimals of its img/s (P1's 32x32 images go by the thousand).
+EPOCH_LINES = {"p1_train.py": (("train_loss", "val_loss", "val_acc"), 0),
+               "p2_train.py": (("train_loss", "val_loss", "val_miou"), 1)}
 # Settings of the process, not of the run: never taken from a --resume checkpoint.
 NOT_RESTORED = {"resume", "output_dir", "overwrite", "rank", "local_rank", "distributed", "world_size"}
 # What args.json records besides the flags (``write_args``): never restored as flags on --resume.
@@ -50,7 +56,7 @@ NOT_RESTORED |= set(RUN_RECORD)
 # Flags a --resume may change: where and how fast the run goes, and which masks it draws, not
 # what it computes (``--epochs`` has its own rule in ``check_resume``).
 MAY_CHANGE = {"device", "workers", "print_freq", "cache_dir", "no_cache", "compile", "data_path", "pretrained",
-              "snapshot_epochs", "snapshot_ids"}
+              "snapshot_epochs", "snapshot_ids", "tensorboard"}
 
 
 def existing_run(folder):
@@ -125,20 +131,16 @@ def prepare(args, script):
 
 
 def remove_run(folder, script):
-    """Remove what a run of ``script`` wrote into ``folder``: its files by name, and the snapshot
-    masks by their name pattern (the ``snapshots`` folder too when that leaves it empty)."""
+    """Remove what a run of ``script`` wrote into ``folder``: its files by name, the snapshot
+    masks by their name pattern (the ``snapshots`` folder too when that leaves it empty), and the
+    files of the optional sinks (``tensorboard/``'s event files)."""
     for name in RUN_FILES + RUN_OUTPUTS.get(script, ()):
         path = os.path.join(folder, name)
         if os.path.isfile(path) or os.path.islink(path):
             os.remove(path)
-    snapshots = os.path.join(folder, "snapshots")
-    if script == "p2_train.py" and os.path.isdir(snapshots) and not os.path.islink(snapshots):
-        for name in os.listdir(snapshots):
-            path = os.path.join(snapshots, name)
-            if SNAPSHOT.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
-                os.remove(path)
-        if not os.listdir(snapshots):
-            os.rmdir(snapshots)
+    if script == "p2_train.py":
+        remove_matching(os.path.join(folder, "snapshots"), SNAPSHOT)
+    remove_sink_files(folder)
 
 
 def _inside(path, folder):
@@ -299,10 +301,14 @@ def device_name(device):
 class Run:
     """A training run around its epoch loop: ``with runs.Run(args, "p2_train.py", epoch) as run:``.
 
-    On entry: the run folder is checked and locked (rank 0); ``STOP_SIGNALS`` raise ``runtime.StopSignal``
-    (``runtime.StopSignals``: one deferred in a ``__del__`` is sent again).
-    ``run.save_epoch`` ends each epoch (checkpoints, the log row and the epoch's line, written
-    and printed in the background by ``run.writer``).
+    On entry: an optional sink's missing package is refused, the run folder is checked and locked
+    (rank 0); ``STOP_SIGNALS`` raise ``runtime.StopSignal`` (``runtime.StopSignals``: one deferred
+    in a ``__del__`` is sent again).
+    Each epoch, ``main`` marks the parts it times (``run.begin("train")``, ``"val"``, ``"other"``),
+    may hand images (``run.add_images``), and ends it with ``run.end_epoch``, handing the numbers
+    of its record; the run writes the checkpoints and, in the background, passes the record to
+    its sinks (``core/sinks.py``: the epoch line, ``log.csv``, TensorBoard). ``run.finish()`` waits
+    for the last epoch's files and closes the sinks.
     On exit, however the loop ends: pending writes finish; Ctrl-C or a stop signal becomes
     ``cli.Interrupted`` (exit 128 + signal number), and a NaN loss, a file that fails to decode
     mid-training or a checkpoint that cannot be written (full disk) a one-line ``UserError``,
@@ -312,9 +318,12 @@ class Run:
 
     def __init__(self, args, script, saved_epoch=0):
         self.args, self.script, self.saved_epoch = args, script, saved_epoch
+        check_sinks(args)  # before --overwrite removes anything
         self.lock = prepare(args, script) if is_main_process() else None
         self.writer = AsyncWriter()
+        self.sinks = open_sinks(args, saved_epoch, *EPOCH_LINES[script]) if is_main_process() else []
         self.signals = StopSignals()
+        self.seconds, self.part, self.since, self.images = {}, None, 0.0, {}
 
     @property
     def signum(self):
@@ -324,31 +333,59 @@ class Run:
         self.signals.__enter__()
         return self
 
-    def save_epoch(self, inference, log, row, started, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score,
-                   is_best, line=""):
-        """End an epoch (every process calls it: the RNG states of all are gathered). Rank 0 takes a
-        CPU snapshot of the training state, sets ``row["other_seconds"]`` (time since ``started``,
-        the end of validation) and, in the background, writes ``best.pt`` when ``is_best``, then
-        ``last.pt``, then prints ``line`` and appends the log row: a line saying "(best)" is
-        printed only once ``best.pt`` is on disk, and ``saved_epoch`` names this epoch only once
-        ``last.pt`` is."""
+    def begin(self, part):
+        """Time ``part`` of this epoch (``train``, ``val``, ``other``) from now to the next ``begin``
+        or ``end_epoch``: the record's ``<part>_seconds``."""
+        now = time.perf_counter()
+        if self.part is not None:
+            self.seconds[f"{self.part}_seconds"] = now - self.since
+        self.part, self.since = part, now
+
+    def add_images(self, images):
+        """Images of this epoch for the sinks that show them (tag -> H x W x 3 uint8)."""
+        self.images.update(images)
+
+    def end_epoch(self, inference, numbers, *, optimizer, lr_scheduler, scaler, phase, epoch, best_score, is_best,
+                  train_images):
+        """End an epoch (every process calls it: the RNG states of all are gathered). ``numbers``: the
+        epoch's record as floats (``lr``, the losses, the scores), in log order; ``train_images``:
+        the images this process trained on (the line's img/s). Rank 0 takes a CPU snapshot of the
+        training state, closes the last timed part and, in the background, writes ``best.pt`` when
+        ``is_best``, then ``last.pt``, then hands the record to the sinks in order (the epoch line,
+        the log row, ...): a line saying "(best)" is printed only once ``best.pt`` is on disk, and
+        ``saved_epoch`` names this epoch only once ``last.pt`` is."""
         rngs = all_gather_object(rng_state())
         if is_main_process():
             state = to_cpu(training_state(inference, optimizer=optimizer, lr_scheduler=lr_scheduler, scaler=scaler,
                                           phase=phase, epoch=epoch, best_score=best_score, args=vars(self.args),
                                           rng=rngs, world_size=get_world_size()))
-            row["other_seconds"] = f"{time.perf_counter() - started:.2f}"
+            self.begin(None)
+            values = {**{k: float(v) for k, v in numbers.items()}, **self.seconds}
+            record = EpochRecord(epoch, phase, values, is_best, train_images / values["train_seconds"], self.images)
             submit_epoch(self.writer, self.args.output_dir, state, is_best,
-                         then=[lambda: self._saved(epoch, line), lambda: _append(log, row)])
+                         then=[lambda: self._saved(epoch), lambda: self._record(record)])
         else:
             self.saved_epoch = epoch
+        self.seconds, self.part, self.images = {}, None, {}
         if self.signum is not None:  # a StopSignal that something swallowed: stop now
             raise StopSignal(self.signum)
 
-    def _saved(self, epoch, line):
+    def _saved(self, epoch):
         self.saved_epoch = epoch
-        if line:
-            print(line, flush=True)
+
+    def _record(self, record):
+        for sink in self.sinks:
+            sink.write(record)
+
+    def finish(self):
+        """Wait for the last epoch's files and records (an OSError if one could not be written), and
+        close the sinks."""
+        self.writer.wait()
+        self._close_sinks()
+
+    def _close_sinks(self):
+        for sink in self.sinks:
+            sink.close()
 
     def __exit__(self, exc_type, exc, tb):
         self.signals.hold()  # a signal while the files in flight finish is only recorded
@@ -371,18 +408,13 @@ class Run:
                 hint = " (try a lower --lr, or run without --amp)" if isinstance(exc, NonFiniteLossError) else ""
                 raise UserError(f"training stopped: {error_message(exc)}{hint}; {note}") from None
         finally:
+            if self.writer.pending is None:  # nothing in flight that a sink still has to take
+                self._close_sinks()
             cleanup_distributed()
             if self.lock is not None:
                 self.lock.close()
             self.signals.__exit__(exc_type, exc, tb)
         return False
-
-
-def _append(log, row):
-    try:
-        log.append(row)
-    except OSError as e:  # name log.csv, not its temporary file
-        raise OSError(e.errno, e.strerror or str(e), log.path) from None
 
 
 def saved_note(folder, last_epoch, script):

@@ -22,6 +22,7 @@ from core.metrics import ConfusionMatrix
 from datasets import NUM_CLASSES, P2Tiles, read_mask
 from datasets.stats import channel_stats, median_frequency_weights
 from tests.conftest import ROOT, default_sigint
+from tests.test_tensorboard import HAS_TENSORBOARD, assert_scalars_equal_log, events, needs_tensorboard
 
 
 def train(data, out, *extra, cache=None, check=True):
@@ -58,10 +59,11 @@ def majority_baseline_miou(data):
 
 @pytest.fixture(scope="module")
 def fcn8s_run(synthetic_data, tmp_path_factory):
-    """Our improved recipe for 2 epochs (focal loss, dataset normalisation, Adam 1e-3), snapshots 1 and 2."""
+    """Our improved recipe for 2 epochs (focal loss, dataset normalisation, Adam 1e-3), snapshots 1 and 2,
+    logged for TensorBoard too."""
     out = tmp_path_factory.mktemp("p2") / "fcn8s run"
     train(synthetic_data, out, "--recipe", "improved-ours", "--epochs", "2", "--switch-sgd-at", "0", "--lr", "1e-3",
-          "--snapshot-epochs", "1,2")
+          "--snapshot-epochs", "1,2", *(["--tensorboard"] if HAS_TENSORBOARD else []))
     return out
 
 
@@ -176,6 +178,13 @@ def test_resume_refuses_a_changed_setting_and_records_nothing(synthetic_data, fc
     r = train(synthetic_data, run, "--resume", str(run / "last.pt"), "--epochs", "3", "--lr", "0.1", check=False)
     assert r.returncode == 1 and "--lr 0.1 (the run has 0.001)" in r.stderr
     assert (run / "args.json").read_text() == before
+
+
+@needs_tensorboard
+def test_tensorboard_holds_the_log_and_the_snapshot_masks(fcn8s_run):
+    assert_scalars_equal_log(fcn8s_run)
+    _, images = events(fcn8s_run)
+    assert images == {f"snapshots/{i}": [(1, 512, 512), (2, 512, 512)] for i in ("0010", "0097", "0107")}
 
 
 def test_class_weights_auto_are_median_frequency_and_stored(synthetic_data, tmp_path):

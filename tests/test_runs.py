@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from core import checkpoint, cli, fileio, runs, runtime
+from core import checkpoint, cli, runs, runtime
 from tests.conftest import ROOT
 from tests.factories import (
     classifier,
@@ -115,6 +115,19 @@ def test_lock_dies_with_its_process_not_with_its_forked_workers(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+EPOCH_4_LINE = "epoch 4: sgd lr 0.1 train_loss 1.0000 val_loss 0.7000 val_miou 0.5000 (best)"
+
+
+def end_epoch(run, model, optimizer):
+    """Epoch 4 of a p2_train.py run: a new best, whose line is ``EPOCH_4_LINE``."""
+    run.begin("train")
+    run.begin("val")
+    run.begin("other")
+    run.end_epoch(inference_ckpt(model), {"lr": 0.1, "train_loss": 1.0, "val_loss": 0.7, "val_miou": 0.5},
+                  optimizer=optimizer, lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5,
+                  is_best=True, train_images=2)
+
+
 def stop_run(tmp_path, body):
     """Run ``body(run)`` inside a ``runs.Run`` on a fresh folder; returns the exception it ends with."""
     args = argparse.Namespace(output_dir=str(tmp_path / "run"), resume="", overwrite=False, data_path="")
@@ -160,15 +173,12 @@ def test_a_swallowed_stop_signal_stops_the_run_at_the_end_of_the_epoch(tmp_path,
             time.sleep(5)
         except runtime.StopSignal:
             pass  # swallowed by code that catches KeyboardInterrupt
-        log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
-        run.save_epoch(inference_ckpt(model), log, {"epoch": 4}, time.perf_counter(), optimizer=optimizer,
-                       lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5, is_best=True,
-                       line="epoch 4: val 0.5 (best)")
+        end_epoch(run, model, optimizer)
         raise AssertionError("the run went on")
 
     e = stop_run(tmp_path, body)
     assert isinstance(e, cli.Interrupted) and e.exit_code == 143 and "holds epoch 4" in str(e)
-    assert "epoch 4: val 0.5 (best)" in capsys.readouterr().out  # the epoch's files were finished first
+    assert EPOCH_4_LINE in capsys.readouterr().out  # the epoch's files were finished first
     assert checkpoint.load(str(tmp_path / "run" / "last.pt"), training=True)["epoch"] == 4
 
 
@@ -212,11 +222,8 @@ def test_full_disk_never_claims_a_best_pt_that_was_not_written(tmp_path, monkeyp
 
     def body(run):
         monkeypatch.setattr(os, "replace", full_disk)
-        log = fileio.CSVLog(os.path.join(run.args.output_dir, "log.csv"), ["epoch"])
-        run.save_epoch(inference_ckpt(model), log, {"epoch": 1}, time.perf_counter(), optimizer=optimizer,
-                       lr_scheduler=None, scaler=None, phase="sgd", epoch=4, best_score=0.5, is_best=True,
-                       line="epoch 4: val 0.5 (best)")
-        run.writer.wait()
+        end_epoch(run, model, optimizer)
+        run.finish()
 
     e = stop_run(tmp_path, body)
     monkeypatch.undo()
