@@ -121,14 +121,8 @@ def main(argv=None):
         prepare_train = make_prepare(device, preprocess, args.img_size, args.channels_last, aug)
         prepare_eval = make_prepare(device, preprocess, args.img_size, args.channels_last)
 
-        start_epoch, best = 1, -float("inf")
-        phase = phase_at(args, start_epoch if resume is None else resume["epoch"] + 1)
-        optimizer, scheduler = build_phase(args, model.parameters(), phase)
-        if resume is not None:
-            checkpoint.restore_training(resume, model_without_ddp, optimizer, scheduler, scaler, phase,
-                                        distributed.get_rank(), distributed.get_world_size())
-            start_epoch, best = resume["epoch"] + 1, resume["best_score"]
-            distributed.log(f"resumed from {args.resume} at epoch {resume['epoch']} (best accuracy {best:.4f})")
+        start_epoch, best, phase, optimizer, scheduler = runs.start_training(args, model, model_without_ddp, scaler,
+                                                                             resume, "accuracy")
         distributed.log(f"optimizer {args.optimizer}, lr {args.lr:g}" + ("" if lr_given else " (its default)")
                         + (f"; SGD at lr {args.sgd_lr:g}, momentum {args.momentum:g} from epoch {args.switch_sgd_at}"
                            if args.switch_sgd_at else ""))

@@ -265,14 +265,8 @@ def main(argv=None):
         def validation_forward(net, inputs):  # tiles of another size than the model's go by windows
             return sliding_logits(net, inputs, batch_size=args.batch_size)
 
-        start_epoch, best = 1, -float("inf")
-        phase = phase_at(args, start_epoch if resume is None else resume["epoch"] + 1)
-        optimizer, scheduler = build_phase(args, model.parameters(), phase)
-        if resume is not None:
-            checkpoint.restore_training(resume, model_without_ddp, optimizer, scheduler, scaler, phase,
-                                        distributed.get_rank(), distributed.get_world_size())
-            start_epoch, best = resume["epoch"] + 1, resume["best_score"]
-            distributed.log(f"resumed from {args.resume} at epoch {resume['epoch']} (best mIoU {best:.4f})")
+        start_epoch, best, phase, optimizer, scheduler = runs.start_training(args, model, model_without_ddp, scaler,
+                                                                             resume, "mIoU")
         n_params = sum(p.numel() for p in model_without_ddp.parameters())
         distributed.log(f"{args.model} (width {args.width}): {n_params:,} parameters; "
                         f"{len(train_set)} train / {len(val_set)} val tiles; {args.loss} loss; device {device}")

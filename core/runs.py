@@ -29,11 +29,12 @@ import time
 
 import torch
 
-from core.checkpoint import load, submit_epoch, to_cpu, training_state
+from core.checkpoint import load, restore_training, submit_epoch, to_cpu, training_state
 from core.cli import Interrupted, UserError, error_message
-from core.distributed import all_gather_object, cleanup_distributed, get_rank, get_world_size, is_main_process
+from core.distributed import all_gather_object, cleanup_distributed, get_rank, get_world_size, is_main_process, log
 from core.engine import NonFiniteLossError
 from core.fileio import AsyncWriter, remove_matching, write_json
+from core.optim import build_phase, phase_at
 from core.runtime import StopSignal, StopSignals, rng_state
 from core.sinks import EpochRecord, check as check_sinks, open_sinks, remove as remove_sink_files
 from datasets import DataError
@@ -256,6 +257,19 @@ def check_resume(args, ckpt, path):
 
 def _norm(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+def start_training(args, model, model_without_ddp, scaler, resume, score_name):
+    """``(first epoch, best score, phase, optimizer, lr scheduler)`` of the epoch loop: a new run's
+    first optimizer phase, or a resumed run's phase with every state restored from ``resume``
+    (its training checkpoint); ``score_name`` names the best score in the resume message."""
+    start_epoch, best = (1, -float("inf")) if resume is None else (resume["epoch"] + 1, resume["best_score"])
+    phase = phase_at(args, start_epoch)
+    optimizer, scheduler = build_phase(args, model.parameters(), phase)
+    if resume is not None:
+        restore_training(resume, model_without_ddp, optimizer, scheduler, scaler, phase, get_rank(), get_world_size())
+        log(f"resumed from {args.resume} at epoch {resume['epoch']} (best {score_name} {best:.4f})")
+    return start_epoch, best, phase, optimizer, scheduler
 
 
 def write_args(args, script, device):
