@@ -45,7 +45,7 @@ from core.checkpoint import CheckpointError
 from core.fileio import write_csv
 from core.inputs import fixed_preprocess, make_prepare
 from core.losses import build_criterion
-from core.optim import DEFAULT_LR, build_phase, check_switch, phase_at
+from core.optim import DEFAULT_LR, check_switch, phase_at
 from datasets import DataError, P1Images
 from datasets.p1 import IMAGE_SIZE, NUM_CLASSES
 from datasets.stats import channel_stats
@@ -129,9 +129,7 @@ def main(argv=None):
 
         for epoch in range(start_epoch, args.epochs + 1):
             if phase_at(args, epoch) != phase:
-                phase = phase_at(args, epoch)
-                optimizer, scheduler = build_phase(args, model.parameters(), phase)
-                distributed.log(f"epoch {epoch}: switching optimizer to {phase} (lr {args.sgd_lr:g})")
+                phase, optimizer, scheduler = runs.switch_phase(args, model, epoch)
             distributed.set_epoch(train_loader, epoch)
             lr = optimizer.param_groups[0]["lr"]
             run.begin("train")

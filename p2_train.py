@@ -57,13 +57,13 @@ import numpy as np
 import torch
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
+from core.augment import P2_POLICIES, get_transform
 from core.checkpoint import CheckpointError
 from core.fileio import atomic_write_bytes
+from core.inputs import fixed_preprocess, make_prepare
 from core.losses import build_criterion
 from core.metrics import SCORED_CLASSES
-from core.optim import build_phase, check_switch, phase_at
-from core.augment import P2_POLICIES, get_transform
-from core.inputs import fixed_preprocess, make_prepare
+from core.optim import check_switch, phase_at
 from core.pretrained import load_backbone_state_dict
 from core.sliding_window import sliding_logits
 from datasets import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, DataError, P2Tiles, read_rgb, rgb_to_class
@@ -276,9 +276,7 @@ def main(argv=None):
 
         for epoch in range(start_epoch, args.epochs + 1):
             if phase_at(args, epoch) != phase:
-                phase = phase_at(args, epoch)
-                optimizer, scheduler = build_phase(args, model.parameters(), phase)
-                distributed.log(f"epoch {epoch}: switching optimizer to {phase} (lr {args.sgd_lr})")
+                phase, optimizer, scheduler = runs.switch_phase(args, model, epoch)
             distributed.set_epoch(train_loader, epoch)
             lr = optimizer.param_groups[0]["lr"]
             run.begin("train")

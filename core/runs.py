@@ -272,6 +272,15 @@ def start_training(args, model, model_without_ddp, scaler, resume, score_name):
     return start_epoch, best, phase, optimizer, scheduler
 
 
+def switch_phase(args, model, epoch):
+    """``(phase, optimizer, lr scheduler)`` of the optimizer phase that starts at ``epoch`` (Adam to
+    SGD at ``--switch-sgd-at``), said in the log."""
+    phase = phase_at(args, epoch)
+    optimizer, scheduler = build_phase(args, model.parameters(), phase)
+    log(f"epoch {epoch}: switching optimizer to {phase} (lr {args.sgd_lr:g})")
+    return phase, optimizer, scheduler
+
+
 def write_args(args, script, device):
     """Write ``args.json``: the run's settings, and what they cannot say (``RUN_RECORD``): each
     command that ran the run as typed (``commands``: the first started it, each later one resumed

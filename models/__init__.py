@@ -9,9 +9,9 @@ A new model is one file in ``models/`` plus its ``register`` line below (``model
 says what an entry carries). Constructors take the keyword arguments their training script
 passes: P1 ``num_classes, width, img_size``; P2 ``num_classes, width, head_init``.
 """
+from .backbones import VGG16, VGG16_BN
 from .classifier import Classifier, check_img_size
 from .fcn import FCN8VGG, FCN32VGg
-from .backbones import VGG16, VGG16_BN
 from .registry import MODELS, get_model, model_names, register
 from .vgg_init import copy_params_from_vgg16
 
