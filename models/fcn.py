@@ -159,12 +159,7 @@ class FCN8VGG(nn.Module):
     which must equal pool4's 2P, so P = 16 (10 -> 32 -> 64 -> 512). ``forward`` therefore
     takes exactly ``input_size`` x ``input_size`` inputs (a ValueError names any other size);
     images of other sizes go through ``core.sliding_window``. Returns N x num_classes x 512 x 512.
-
-    Args:
-        num_classes: number of segmentation classes.
-        width: divisor applied to every channel count except ``num_classes``
-            (1 = the seed's network).
-        head_init: ``fcn`` (ours) or ``pytorch`` (PyTorch's defaults, the author's code).
+    Its arguments are ``FCN32VGg``'s.
     """
 
     vgg_variant = "vgg16_bn"
