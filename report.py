@@ -53,6 +53,7 @@ from core import checkpoint, cli, plots
 from core.checkpoint import CheckpointError
 from core.fileio import atomic_write_bytes, read_csv, write_json
 from core.hub import sha256_file
+from core.plots import number
 from core.runs import NOT_RESTORED
 
 REPORT = "report.md"
@@ -150,13 +151,6 @@ def best_row(run):
         run["notes"].append(f"log.csv has a higher {column} ({higher[0][column]} at epoch {higher[0]['epoch']}) "
                             f"than the epoch best.pt holds ({epoch}): best.pt is not this log's best")
     return row
-
-
-def number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def epochs_done(run):

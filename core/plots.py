@@ -60,7 +60,8 @@ def save_figure(fig, out_png, dpi=DPI):
     return fig
 
 
-def _float(value):
+def number(value):
+    """A log.csv cell as a float; NaN for an empty or damaged cell."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -68,7 +69,7 @@ def _float(value):
 
 
 def _column(rows, name):
-    return np.array([_float(r.get(name)) for r in rows])
+    return np.array([number(r.get(name)) for r in rows])
 
 
 def _best_row(rows, metric_column):
@@ -149,9 +150,9 @@ def plot_per_class_iou(log_csv, out_png, run_name, metric_column="val_miou", pre
     rows = read_csv(log_csv)
     best = _best_row(rows, metric_column)
     names = [k[len(prefix):] for k in best if k.startswith(prefix)]
-    values = np.array([_float(best[prefix + n]) for n in names])
+    values = np.array([number(best[prefix + n]) for n in names])
     colors = [PALETTE[CLASS_NAMES.index(n)] / 255 if n in CLASS_NAMES else (0.6, 0.6, 0.6) for n in names]
-    score = _float(best.get(metric_column))
+    score = number(best.get(metric_column))
     fig = _figure(PAGE_WIDTH, 3.2)
     ax = fig.subplots()
     bars = ax.bar(names, np.nan_to_num(values), color=colors, edgecolor=PALETTE_EDGE, linewidth=0.8)
