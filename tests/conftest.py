@@ -1,6 +1,9 @@
 """Shared fixtures and helpers: a small synthetic hw2_data tree, generated once per test
-session, and ``run_script`` for running the entry points as subprocesses."""
+session, ``run_script`` for running the entry points as subprocesses, and ``run_main`` for running
+one in this process (no interpreter and torch start-up, about 3 s of CPU each)."""
+import functools
 import os
+import runpy
 import signal
 import subprocess
 
@@ -14,6 +17,29 @@ def run_script(*cmd, cwd, env=None, timeout=600):
     On a shared 2-core machine one thread per process is faster for these small networks."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@functools.cache
+def script_main(name):
+    """The ``main`` of the script ``<name>.py``, loaded as a script (not imported)."""
+    return runpy.run_path(os.path.join(ROOT, f"{name}.py"), run_name=name)["main"]
+
+
+def run_main(name, argv, capsys):
+    """``(exit code, stdout, stderr)`` of ``<name>.py``'s ``main(argv)`` under the scripts' exit convention
+    (``cli.run`` with the expected errors of their ``__main__``); argparse's own exits (a usage error,
+    ``--help``) give the code a process would exit with. An unexpected exception propagates: where a
+    process would print a traceback, the test fails."""
+    from core import cli
+    from core.checkpoint import CheckpointError
+    from datasets import DataError
+
+    try:
+        code = cli.run(script_main(name), argv, expected=(DataError, CheckpointError))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def default_sigint():

@@ -15,7 +15,7 @@ import pytest
 from core import checkpoint
 from core.fileio import read_csv
 from datasets.synthetic import generate
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_main, run_script
 
 EPOCHS = 12
 # The tiny recipe: best val accuracy 0.28-0.41 over seeds 0-3 on this set (chance is 0.02).
@@ -93,10 +93,11 @@ def test_resume_continues_from_saved_epoch(trained, p1_data, tmp_path):
     (["--batch-size", "100000"], "--img-size 224 --batch-size 100000 --width 1: one training step needs"),
     (["--crop-padding", "100000"], "--crop-padding 100000: a 32x32 crop of an image padded by 32 or more"),
 ])
-def test_training_errors_are_one_line(tmp_path, flags, message):
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_train.py"), "--data-path", str(tmp_path / "nowhere"),
-                   "--output-dir", str(tmp_path / "run"), "--no-cache", *flags, cwd=tmp_path)
-    assert r.returncode in (1, 2) and message in r.stderr and "Traceback" not in r.stderr
+def test_training_errors_are_one_line(tmp_path, flags, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # in this process (run_main: a traceback a process would print fails the test)
+    code, _, err = run_main("p1_train", ["--data-path", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "run"),
+                                         "--no-cache", *flags], capsys)
+    assert code in (1, 2) and message in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- inference

@@ -21,7 +21,7 @@ from core.metrics import ConfusionMatrix
 from core.presets import fixed_preprocess
 from datasets import NUM_CLASSES, P2Tiles, read_mask
 from datasets.stats import channel_stats, median_frequency_weights
-from tests.conftest import ROOT, default_sigint
+from tests.conftest import ROOT, default_sigint, run_main
 
 
 def train(data, out, *extra, cache=None, check=True):
@@ -101,19 +101,18 @@ def test_recipe_help_shows_the_recipes_values():
     (["--workers", "100000"], "--workers 100000: more loader processes than this machine's"),
     (["--recipe", "improved", "--focal-gamma", "1e6"], "--focal-gamma 1e+06: above 10 the focal weight"),
 ])
-def test_argument_errors_are_one_line_before_any_data_is_read(tmp_path, flags, message):
-    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(tmp_path / "nowhere"),
-           "--output-dir", str(tmp_path / "run"), *flags]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode in (1, 2) and message in r.stderr and "Traceback" not in r.stderr
+def test_argument_errors_are_one_line_before_any_data_is_read(tmp_path, flags, message, capsys):
+    # In this process (run_main: an exception a process would print as a traceback fails the test).
+    code, _, err = run_main("p2_train", ["--data-path", str(tmp_path / "nowhere"), "--output-dir",
+                                         str(tmp_path / "run"), *flags], capsys)
+    assert code in (1, 2) and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
-def test_pretrained_auto_without_cache_says_what_to_do(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(tmp_path),
-           "--output-dir", str(tmp_path / "run")]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TORCH_HOME": str(tmp_path)})
-    assert r.returncode == 1 and re.search(r"--pretrained PATH.*--pretrained none", r.stderr)
+def test_pretrained_auto_without_cache_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    code, _, err = run_main("p2_train", ["--data-path", str(tmp_path), "--output-dir", str(tmp_path / "run")], capsys)
+    assert code == 1 and re.search(r"--pretrained PATH.*--pretrained none", err)
 
 
 # ---------------------------------------------------------------- training
