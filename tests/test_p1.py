@@ -1,6 +1,7 @@
 """Problem 1 end to end on a small synthetic set: training (accuracy far above chance, figures,
 the checkpoint split, resume), ``hw2_p1.sh`` / ``p1_test.py`` (labelled and unlabelled names,
-paths with spaces, another cwd, a missing checkpoint) and ``p1_tsne.py``, all as subprocesses.
+paths with spaces, another cwd, a missing checkpoint) and ``p1_tsne.py``, as subprocesses
+(``--help`` and the argument errors: ``main(argv)`` in this process, ``run_main``).
 
 One module-scoped run trains ``--width 4 --img-size 32`` for 12 epochs; the other tests reuse
 its checkpoints. Each script runs on one thread: on a shared 2-core machine two threads per
@@ -47,9 +48,11 @@ def trained(p1_data, tmp_path_factory):
     return out
 
 
-def test_help_shows_defaults_and_says_the_recipe_is_ours():
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_train.py"), "--help", cwd=ROOT)
-    text = " ".join(r.stdout.split())
+def test_help_shows_defaults_and_says_the_recipe_is_ours(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # in this process, as wide as into a pipe
+    code, out, _ = run_main("p1_train", ["--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
     for flag in ("--data-path", "--img-size", "--crop-padding", "--color-jitter", "--resume", "--amp", "--compile",
                  "--overwrite", "--print-freq"):
         assert flag in text

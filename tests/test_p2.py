@@ -1,7 +1,9 @@
 """Problem 2 end to end: p2_train.py (recipes, learning, resume across the Adam -> SGD switch,
 class weights, figures, the run-folder rules, errors) and its checkpoint graded by hw2_p2.sh and
-mean_iou_evaluate.py. Scripts run as subprocesses; every run is a width-16 network without
-ImageNet weights on the session's synthetic tiles (6 train, 6 validation, 512x512), on the CPU.
+mean_iou_evaluate.py. Scripts run as subprocesses, except ``--help`` and the argument errors, which
+run ``main(argv)`` in this process (``run_main``: no start-up to pay for a parse); every run is a
+width-16 network without ImageNet weights on the session's synthetic tiles (6 train, 6 validation,
+512x512), on the CPU.
 """
 import os
 import re
@@ -35,10 +37,10 @@ def train(data, out, *extra, cache=None, check=True):
     return r
 
 
-def help_defaults(*argv):
-    """``{flag: default}`` as ``p2_train.py ... --help`` prints them."""
-    text = subprocess.run([sys.executable, os.path.join(ROOT, "p2_train.py"), *argv, "--help"], capture_output=True,
-                          text=True, check=True, cwd=ROOT).stdout
+def help_defaults(capsys, *argv):
+    """``{flag: default}`` as ``p2_train.py ... --help`` prints them (in this process, 80 columns as into a pipe)."""
+    code, text, _ = run_main("p2_train", [*argv, "--help"], capsys)
+    assert code == 0
     text = re.sub(r"\s+", " ", text)
     return dict(re.findall(r"(--[a-z-]+)(?: [A-Z_]+| \{[^}]*\})? .*?\(default: ([^)]*)\)", text))
 
@@ -68,16 +70,17 @@ def fcn8s_run(synthetic_data, tmp_path_factory):
 # ---------------------------------------------------------------- recipes and arguments
 
 
-def test_recipe_help_shows_the_recipes_values():
+def test_recipe_help_shows_the_recipes_values(capsys, monkeypatch):
     """Every value of every recipe is checked by parsing (tests/test_recipes.py); here ``--help``."""
-    base = help_defaults()
+    monkeypatch.setenv("COLUMNS", "80")
+    base = help_defaults(capsys)
     assert (base["--model"], base["--loss"], base["--epochs"], base["--switch-sgd-at"], base["--snapshot-epochs"],
             base["--normalize"], base["--head-init"], base["--lr"]) == \
         ("fcn32s", "ce", "100", "0", "1,20,40", "raw", "pytorch", "0.001")
-    improved = help_defaults("--recipe", "improved")
+    improved = help_defaults(capsys, "--recipe", "improved")
     assert (improved["--model"], improved["--loss"], improved["--switch-sgd-at"], improved["--normalize"]) == \
         ("fcn8s", "focal", "71", "imagenet")
-    best = help_defaults("--recipe=best")
+    best = help_defaults(capsys, "--recipe=best")
     assert (best["--augment"], best["--class-weights"], best["--lr-schedule"], best["--head-init"]) == \
         ("d4", "auto", "cosine", "fcn")
 
