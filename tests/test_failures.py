@@ -54,7 +54,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, 
     assert log_epochs(cut) == log_epochs(tmp_path / "full") == ["1", "2"]
 
 
-def test_training_data_errors_listed_before_training(synthetic_data, tmp_path):
+def test_training_data_errors_listed_before_training(synthetic_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(synthetic_data / "p2_data", data / "p2_data")
     train = data / "p2_data" / "train"
@@ -62,14 +62,15 @@ def test_training_data_errors_listed_before_training(synthetic_data, tmp_path):
     shutil.copy(train / "0001_mask.png", train / "0099_mask.png")  # mask without image
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(train / "0002_mask.png")  # mask of another size
     (train / "0003_sat.jpg").write_bytes(b"")  # zero-byte image
-    r = subprocess.run(train_cmd(data, tmp_path / "run"), capture_output=True, text=True)
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "0000_sat.jpg: has no mask" in r.stderr and "0099_mask.png: has no image" in r.stderr
+    # In this process (run_main: a traceback a process would print fails the test).
+    code, _, err = run_main("p2_train", train_cmd(data, tmp_path / "run")[2:], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert "0000_sat.jpg: has no mask" in err and "0099_mask.png: has no image" in err
     (train / "0000_sat.jpg").unlink()
     (train / "0099_mask.png").unlink()
-    r = subprocess.run(train_cmd(data, tmp_path / "run"), capture_output=True, text=True)
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "0002_mask.png: mask is 100x100" in r.stderr and "0003_sat.jpg: not a readable image" in r.stderr
+    code, _, err = run_main("p2_train", train_cmd(data, tmp_path / "run")[2:], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert "0002_mask.png: mask is 100x100" in err and "0003_sat.jpg: not a readable image" in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 

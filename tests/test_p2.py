@@ -217,13 +217,20 @@ def test_non_finite_loss_at_epoch_1_says_nothing_was_saved(synthetic_data, tmp_p
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_data_error_exits_before_training(tmp_path):
-    r = train(tmp_path, tmp_path / "run", "--epochs", "1", "--snapshot-epochs", "1", check=False)
-    assert r.returncode == 1 and "no such folder" in r.stderr
+def train_in_process(data, out, capsys, *extra):
+    """``train`` as ``main(argv)`` in this process, for a run refused before training: ``(code, stdout, stderr)``."""
+    return run_main("p2_train", ["--data-path", str(data / "p2_data"), "--output-dir", str(out), "--cache-dir",
+                                 str(out.parent / "cache"), "--width", "16", "--pretrained", "none", "--batch-size",
+                                 "2", "--workers", "0", "--device", "cpu", *extra], capsys)
+
+
+def test_data_error_exits_before_training(tmp_path, capsys):
+    code, _, err = train_in_process(tmp_path, tmp_path / "run", capsys, "--epochs", "1", "--snapshot-epochs", "1")
+    assert code == 1 and "no such folder" in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_tiles_of_another_size_are_found_before_training(synthetic_data, tmp_path):
+def test_tiles_of_another_size_are_found_before_training(synthetic_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(synthetic_data / "p2_data", data / "p2_data")
     from PIL import Image
@@ -231,8 +238,8 @@ def test_tiles_of_another_size_are_found_before_training(synthetic_data, tmp_pat
     for suffix in ("_sat.jpg", "_mask.png"):
         path = data / "p2_data" / "validation" / f"0001{suffix}"
         Image.open(path).resize((256, 256), Image.NEAREST).save(path)
-    r = train(data, tmp_path / "run", "--epochs", "1", "--snapshot-epochs", "1", check=False)
-    assert r.returncode == 1 and "0001_sat.jpg: 256x256" in r.stderr and "epoch 1" not in r.stdout
+    code, out, err = train_in_process(data, tmp_path / "run", capsys, "--epochs", "1", "--snapshot-epochs", "1")
+    assert code == 1 and "0001_sat.jpg: 256x256" in err and "epoch 1" not in out
 
 
 # ---------------------------------------------------------------- inference and grading
