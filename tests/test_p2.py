@@ -26,15 +26,24 @@ from datasets.stats import channel_stats, median_frequency_weights
 from tests.conftest import ROOT, default_sigint, run_main
 
 
+def train_argv(data, out, *extra, cache=None):
+    return ["--data-path", str(data / "p2_data"), "--output-dir", str(out), "--cache-dir",
+            str(cache or out.parent / "cache"), "--width", "16", "--pretrained", "none", "--batch-size", "2",
+            "--workers", "0", "--device", "cpu", *extra]
+
+
 def train(data, out, *extra, cache=None, check=True):
     """Run p2_train.py; returns the CompletedProcess (stdout + stderr as text)."""
-    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(data / "p2_data"), "--output-dir",
-           str(out), "--cache-dir", str(cache or out.parent / "cache"), "--width", "16", "--pretrained", "none",
-           "--batch-size", "2", "--workers", "0", "--device", "cpu", *extra]
+    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), *train_argv(data, out, *extra, cache=cache)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
+
+
+def train_in_process(data, out, capsys, *extra):
+    """``train`` as ``main(argv)`` in this process, for a run refused before training: ``(code, stdout, stderr)``."""
+    return run_main("p2_train", train_argv(data, out, *extra), capsys)
 
 
 def help_defaults(capsys, *argv):
@@ -171,12 +180,13 @@ def test_resume_and_switch_to_sgd_match_an_uninterrupted_run(synthetic_data, tmp
     assert sorted(os.listdir(tmp_path / "cut" / "snapshots")) == ["0010_epoch1.png", "0010_epoch2.png"]
 
 
-def test_resume_refuses_a_changed_setting_and_records_nothing(synthetic_data, fcn8s_run, tmp_path):
+def test_resume_refuses_a_changed_setting_and_records_nothing(synthetic_data, fcn8s_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(fcn8s_run, run)
     before = (run / "args.json").read_text()
-    r = train(synthetic_data, run, "--resume", str(run / "last.pt"), "--epochs", "3", "--lr", "0.1", check=False)
-    assert r.returncode == 1 and "--lr 0.1 (the run has 0.001)" in r.stderr
+    code, _, err = train_in_process(synthetic_data, run, capsys, "--resume", str(run / "last.pt"), "--epochs", "3",
+                                    "--lr", "0.1")
+    assert code == 1 and "--lr 0.1 (the run has 0.001)" in err
     assert (run / "args.json").read_text() == before
 
 
@@ -195,13 +205,13 @@ def test_class_weights_auto_are_median_frequency_and_stored(synthetic_data, tmp_
     assert ckpt["meta"]["class_weights"] == median_frequency_weights(pixels.astype(int), present.astype(int))
 
 
-def test_same_command_twice_refuses_then_overwrite_starts_fresh(synthetic_data, fcn8s_run, tmp_path):
+def test_same_command_twice_refuses_then_overwrite_starts_fresh(synthetic_data, fcn8s_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(fcn8s_run, run)
     (run / "notes.txt").write_text("mine")
     flags = ("--recipe", "improved", "--epochs", "1", "--switch-sgd-at", "0", "--snapshot-epochs", "1")
-    r = train(synthetic_data, run, *flags, check=False)
-    assert r.returncode == 1 and "--resume" in r.stderr and "--overwrite" in r.stderr
+    code, _, err = train_in_process(synthetic_data, run, capsys, *flags)
+    assert code == 1 and "--resume" in err and "--overwrite" in err
     assert len(read_csv(run / "log.csv")) == 2  # untouched
     train(synthetic_data, run, *flags, "--overwrite")
     assert len(read_csv(run / "log.csv")) == 1 and (run / "notes.txt").read_text() == "mine"
@@ -215,13 +225,6 @@ def test_non_finite_loss_at_epoch_1_says_nothing_was_saved(synthetic_data, tmp_p
     assert r.returncode == 1 and "non-finite loss at epoch 1" in r.stderr
     assert "nothing was saved" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
-
-
-def train_in_process(data, out, capsys, *extra):
-    """``train`` as ``main(argv)`` in this process, for a run refused before training: ``(code, stdout, stderr)``."""
-    return run_main("p2_train", ["--data-path", str(data / "p2_data"), "--output-dir", str(out), "--cache-dir",
-                                 str(out.parent / "cache"), "--width", "16", "--pretrained", "none", "--batch-size",
-                                 "2", "--workers", "0", "--device", "cpu", *extra], capsys)
 
 
 def test_data_error_exits_before_training(tmp_path, capsys):
