@@ -25,17 +25,18 @@ def script_main(name):
     return runpy.run_path(os.path.join(ROOT, f"{name}.py"), run_name=name)["main"]
 
 
-def run_main(name, argv, capsys):
+def run_main(name, argv, capsys, expected=None):
     """``(exit code, stdout, stderr)`` of ``<name>.py``'s ``main(argv)`` under the scripts' exit convention
-    (``cli.run`` with the expected errors of their ``__main__``); argparse's own exits (a usage error,
-    ``--help``) give the code a process would exit with. An unexpected exception propagates: where a
-    process would print a traceback, the test fails."""
+    (``cli.run`` with ``expected``, by default the errors the training and grading scripts' ``__main__``
+    expects; report.py's expects none: ``()``); argparse's own exits (a usage error, ``--help``) give the
+    code a process would exit with. An unexpected exception propagates: where a process would print a
+    traceback, the test fails."""
     from core import cli
     from core.checkpoint import CheckpointError
     from datasets import DataError
 
     try:
-        code = cli.run(script_main(name), argv, expected=(DataError, CheckpointError))
+        code = cli.run(script_main(name), argv, expected=(DataError, CheckpointError) if expected is None else expected)
     except SystemExit as e:
         code = e.code
     out = capsys.readouterr()

@@ -15,7 +15,7 @@ import torch
 
 from core.fileio import read_csv
 from core.runs import RUN_RECORD
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_main, run_script
 
 P2_TINY = ("--width", "16", "--pretrained", "none", "--batch-size", "2", "--workers", "0", "--device", "cpu",
            "--epochs", "1", "--snapshot-epochs", "1")
@@ -41,9 +41,18 @@ def runs(synthetic_data, tmp_path_factory):
     return base
 
 
-def report(base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s", check=True):
-    return script("report.py", "--p1", base / p1, "--baseline", base / baseline, "--improved", base / improved,
-                  "--output", output, *extra, check=check)
+def report_argv(base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s"):
+    return ["--p1", base / p1, "--baseline", base / baseline, "--improved", base / improved, "--output", output, *extra]
+
+
+def report(base, output, *extra, check=True, **runs):
+    return script("report.py", *report_argv(base, output, *extra, **runs), check=check)
+
+
+def refused_report(capsys, base, output, *extra, **runs):
+    """report.py in this process, for a refusal (it refuses before any slow work): ``(code, stderr)``."""
+    code, _, err = run_main("report", [str(a) for a in report_argv(base, output, *extra, **runs)], capsys, expected=())
+    return code, err
 
 
 def best(log_csv, column):
@@ -104,7 +113,7 @@ def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
     assert "](" not in page and "figures/" not in page
 
 
-def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
+def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path, capsys):
     partial = tmp_path / "p1 without best.pt"
     partial.mkdir()
     shutil.copy(runs / "p1" / "log.csv", partial / "log.csv")
@@ -153,9 +162,10 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
     # An edited report.md is refused (one line naming it) and left as it is; once it is the tool's
     # own again, the same command replaces it.
     (out / "report.md").write_text(text + "\nmy own notes\n")
-    r = report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet", check=False)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: --output ")
-    assert "report.md" in r.stderr and "--overwrite" in r.stderr
+    code, err = refused_report(capsys, runs, out, "--ablation", edited, p1=partial,
+                               improved=tmp_path / "not trained yet")
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: --output ")
+    assert "report.md" in err and "--overwrite" in err
     assert (out / "report.md").read_text().endswith("my own notes\n")
     (out / "report.md").write_text(text)
     # The same command twice:
@@ -163,7 +173,7 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["run folder", "inside a run folder", "foreign report.md"])
-def test_output_that_would_clobber_is_refused(runs, tmp_path, where):
+def test_output_that_would_clobber_is_refused(runs, tmp_path, where, capsys):
     if where == "run folder":
         out = runs / "p2_fcn8s"
     elif where == "inside a run folder":
@@ -173,9 +183,9 @@ def test_output_that_would_clobber_is_refused(runs, tmp_path, where):
         out.mkdir()
         (out / "report.md").write_text("a student's own report\n")
     before = sorted(os.listdir(out)) if out.exists() else None
-    r = report(runs, out, check=False)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: --output {out}")
-    assert "Traceback" not in r.stderr
+    code, err = refused_report(capsys, runs, out)
+    assert code == 1 and err.count("\n") == 1 and err.startswith(f"error: --output {out}")
+    assert "Traceback" not in err
     assert (sorted(os.listdir(out)) if out.exists() else None) == before
     if where == "foreign report.md":
         assert (out / "report.md").read_text() == "a student's own report\n"
