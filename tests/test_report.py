@@ -2,12 +2,15 @@
 no ImageNet weights, 1 epoch) on the session's synthetic data, then the report: every figure link
 resolves, the accuracy and mIoUs in the text are the logged ones, a missing run is reported and
 not fatal, and the output folder rules (never a run folder, never a file the tool did not write).
+The runs train in subprocesses; report.py runs as ``main(argv)`` in this process (``run_main``),
+which starts its own ``--help`` and ``p1_tsne.py`` subprocesses as it does from the command line.
 """
 import json
 import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -41,18 +44,14 @@ def runs(synthetic_data, tmp_path_factory):
     return base
 
 
-def report_argv(base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s"):
-    return ["--p1", base / p1, "--baseline", base / baseline, "--improved", base / improved, "--output", output, *extra]
-
-
-def report(base, output, *extra, check=True, **runs):
-    return script("report.py", *report_argv(base, output, *extra, **runs), check=check)
-
-
-def refused_report(capsys, base, output, *extra, **runs):
-    """report.py in this process, for a refusal (it refuses before any slow work): ``(code, stderr)``."""
-    code, _, err = run_main("report", [str(a) for a in report_argv(base, output, *extra, **runs)], capsys, expected=())
-    return code, err
+def report(capsys, base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s", check=True):
+    """report.py's ``main(argv)`` in this process (``run_main``; report.py's ``__main__`` expects no
+    extra error types), as a CompletedProcess."""
+    argv = ["--p1", base / p1, "--baseline", base / baseline, "--improved", base / improved, "--output", output, *extra]
+    code, out, err = run_main("report", [str(a) for a in argv], capsys, expected=())
+    if check:
+        assert code == 0, err[-3000:]
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def best(log_csv, column):
@@ -66,9 +65,9 @@ def section(text, start, end=None):
     return body.split(end, 1)[0] if end else body
 
 
-def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
+def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path, capsys):
     out = tmp_path / "report"
-    r = report(runs, out, "--ablation", runs / "p2_fcn32s", "--ablation", runs / "no such run", "--html")
+    r = report(capsys, runs, out, "--ablation", runs / "p2_fcn32s", "--ablation", runs / "no such run", "--html")
     text = (out / "report.md").read_text()
 
     # Every image link is relative and resolves to a file beside report.md; the t-SNE figure,
@@ -136,7 +135,8 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path, capsys):
                               "device_used": "cuda:0 (NVIDIA H200)", "world_size": 2})
     (resumed / "args.json").write_text(json.dumps({**saved, "device_used": "cuda:0 (NVIDIA H200)"}))
     out = tmp_path / "report"
-    r = report(runs, out, "--ablation", edited, "--ablation", resumed, p1=partial, improved=tmp_path / "not trained yet")
+    r = report(capsys, runs, out, "--ablation", edited, "--ablation", resumed, p1=partial,
+               improved=tmp_path / "not trained yet")
     assert r.returncode == 0
     assert re.search(r"best\.pt records val_miou 0\.\d{6} at epoch 1, but log\.csv has 0\.999999: the two files are "
                      "from different runs", r.stderr)
@@ -162,14 +162,13 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path, capsys):
     # An edited report.md is refused (one line naming it) and left as it is; once it is the tool's
     # own again, the same command replaces it.
     (out / "report.md").write_text(text + "\nmy own notes\n")
-    code, err = refused_report(capsys, runs, out, "--ablation", edited, p1=partial,
-                               improved=tmp_path / "not trained yet")
-    assert code == 1 and err.count("\n") == 1 and err.startswith("error: --output ")
-    assert "report.md" in err and "--overwrite" in err
+    r = report(capsys, runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet", check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: --output ")
+    assert "report.md" in r.stderr and "--overwrite" in r.stderr
     assert (out / "report.md").read_text().endswith("my own notes\n")
     (out / "report.md").write_text(text)
     # The same command twice:
-    report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet")
+    report(capsys, runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet")
 
 
 @pytest.mark.parametrize("where", ["run folder", "inside a run folder", "foreign report.md"])
@@ -183,9 +182,9 @@ def test_output_that_would_clobber_is_refused(runs, tmp_path, where, capsys):
         out.mkdir()
         (out / "report.md").write_text("a student's own report\n")
     before = sorted(os.listdir(out)) if out.exists() else None
-    code, err = refused_report(capsys, runs, out)
-    assert code == 1 and err.count("\n") == 1 and err.startswith(f"error: --output {out}")
-    assert "Traceback" not in err
+    r = report(capsys, runs, out, check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: --output {out}")
+    assert "Traceback" not in r.stderr
     assert (sorted(os.listdir(out)) if out.exists() else None) == before
     if where == "foreign report.md":
         assert (out / "report.md").read_text() == "a student's own report\n"
