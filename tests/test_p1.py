@@ -98,8 +98,8 @@ def test_resume_continues_from_saved_epoch(trained, p1_data, tmp_path):
 ])
 def test_training_errors_are_one_line(tmp_path, flags, message, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # in this process (run_main: a traceback a process would print fails the test)
-    code, _, err = run_main("p1_train", ["--data-path", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "run"),
-                                         "--no-cache", *flags], capsys)
+    code, _, err = run_main("p1_train", ["--data-path", str(tmp_path / "nowhere"), "--output-dir",
+                                         str(tmp_path / "run"), "--no-cache", *flags], capsys)
     assert code in (1, 2) and message in err and "Traceback" not in err
 
 
@@ -114,7 +114,7 @@ def check_predictions(csv_path, names):
     return [int(r["label"]) for r in rows]
 
 
-def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path):
+def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path, capsys, monkeypatch):
     base = tmp_path / "a folder with spaces"
     labelled, unlabelled = base / "val images", base / "test images"
     shutil.copytree(p1_data / "val_50", labelled)
@@ -141,12 +141,11 @@ def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path):
     assert "accuracy" not in r.stdout
     assert check_predictions(base / "pred 2.csv", os.listdir(unlabelled)) == preds
 
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_test.py"), "--score-csv", str(base / "out" / "pred 1.csv"),
-                   cwd=elsewhere)
-    assert r.returncode == 0 and f"accuracy: {score:.6f}" in r.stdout
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_test.py"), "--score-csv", str(base / "pred 2.csv"),
-                   cwd=elsewhere)
-    assert r.returncode != 0 and "carries no label" in r.stderr
+    monkeypatch.chdir(elsewhere)  # p1_test.py --score-csv in this process (run_main)
+    code, out, _ = run_main("p1_test", ["--score-csv", str(base / "out" / "pred 1.csv")], capsys)
+    assert code == 0 and f"accuracy: {score:.6f}" in out
+    code, _, err = run_main("p1_test", ["--score-csv", str(base / "pred 2.csv")], capsys)
+    assert code != 0 and "carries no label" in err
 
 
 def test_last_pt_grades_like_best_pt(trained, p1_data, tmp_path):

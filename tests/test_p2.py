@@ -248,7 +248,7 @@ def test_tiles_of_another_size_are_found_before_training(synthetic_data, tmp_pat
 # ---------------------------------------------------------------- inference and grading
 
 
-def test_hw2_p2_sh_scored_by_mean_iou_evaluate_equals_the_logged_miou(fcn8s_run, synthetic_data, tmp_path):
+def test_hw2_p2_sh_scored_by_mean_iou_evaluate_equals_the_logged_miou(fcn8s_run, synthetic_data, tmp_path, capsys):
     images = tmp_path / "in dir"
     images.mkdir()
     val = synthetic_data / "p2_data" / "validation"
@@ -261,8 +261,8 @@ def test_hw2_p2_sh_scored_by_mean_iou_evaluate_equals_the_logged_miou(fcn8s_run,
                    check=True, capture_output=True)
     expected = sorted(n.replace("_sat.jpg", "_mask.png") for n in os.listdir(images))
     assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == expected
-    graded = subprocess.run([sys.executable, os.path.join(ROOT, "mean_iou_evaluate.py"), "-g", str(val), "-p",
-                             str(out)], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    code, graded, _ = run_main("mean_iou_evaluate", ["-g", str(val), "-p", str(out)], capsys)  # in this process
+    assert code == 0
     miou = float(graded.strip().splitlines()[-1].split(":")[1])
     best = max(float(r["val_miou"]) for r in read_csv(fcn8s_run / "log.csv"))
     assert miou == pytest.approx(best, abs=1e-4)
