@@ -1,5 +1,5 @@
 """report.py end to end on tiny runs: a P1 run (width 16, 32x32, 2 epochs) and two P2 runs (width 16,
-no ImageNet weights, 1 epoch) on the session's synthetic data, then the report: every figure link
+no ImageNet weights, 1 epoch) on the session's synthetic data (``tiny_runs``), then the report: every figure link
 resolves, the accuracy and mIoUs in the text are the logged ones, a missing run is reported and
 not fatal, and the output folder rules (never a run folder, never a file the tool did not write).
 The runs train in subprocesses; report.py runs as ``main(argv)`` in this process (``run_main``),
@@ -11,37 +11,17 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from core.fileio import read_csv
 from core.runs import RUN_RECORD
-from tests.conftest import ROOT, run_main, run_script
-
-P2_TINY = ("--width", "16", "--pretrained", "none", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-           "--epochs", "1", "--snapshot-epochs", "1")
-
-
-def script(name, *argv, check=True):
-    r = run_script(sys.executable, os.path.join(ROOT, name), *map(str, argv), cwd=ROOT)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
+from tests.conftest import ROOT, run_main
 
 @pytest.fixture(scope="module")
-def runs(synthetic_data, tmp_path_factory):
-    base = tmp_path_factory.mktemp("report")
-    cache = base / "cache"
-    script("p1_train.py", "--data-path", synthetic_data / "p1_data", "--output-dir", base / "p1", "--width", "16",
-           "--img-size", "32", "--epochs", "2", "--batch-size", "25", "--optimizer", "adam", "--lr", "1e-3",
-           "--lr-schedule", "none", "--workers", "0", "--device", "cpu", "--cache-dir", cache)
-    for recipe, folder in (("baseline", "p2_fcn32s"), ("improved", "p2_fcn8s")):
-        script("p2_train.py", "--recipe", recipe, "--data-path", synthetic_data / "p2_data", "--output-dir",
-               base / folder, "--cache-dir", cache, "--lr", "1e-3", *P2_TINY)
-    return base
+def runs(tiny_runs):
+    return tiny_runs
 
 
 def report(capsys, base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s", check=True):
