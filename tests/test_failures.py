@@ -29,10 +29,12 @@ def log_epochs(run):
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    full = subprocess.run(train_cmd(synthetic_data, tmp_path / "full"), env=env, capture_output=True, text=True)
+    crop = ("--img-size", "256")  # cheaper training steps; validation (full tiles) keeps epoch 2 several times 0.3 s
+    full = subprocess.run(train_cmd(synthetic_data, tmp_path / "full", 2, *crop), env=env, capture_output=True,
+                          text=True)
     assert full.returncode == 0, full.stderr
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(train_cmd(synthetic_data, cut), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(train_cmd(synthetic_data, cut, 2, *crop), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (cut / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -43,7 +45,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, 
     last = checkpoint.load(str(cut / "last.pt"), "p2", training=True)
     assert last["epoch"] == 1, "the kill should land in epoch 2"
     assert not [n for n in os.listdir(cut) if ".tmp" in n]
-    resumed = subprocess.run(train_cmd(synthetic_data, cut, 2, "--resume", str(cut / "last.pt")), env=env,
+    resumed = subprocess.run(train_cmd(synthetic_data, cut, 2, *crop, "--resume", str(cut / "last.pt")), env=env,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     a = checkpoint.load(str(tmp_path / "full" / "last.pt"), training=True)
