@@ -1,7 +1,7 @@
 """Speed benchmark (not a test): our data, training and grading paths against the naive ones.
 
     python bench.py                          # CPU: speed + grading rows (grading at full width: slow) -> runs/bench/
-    python bench.py --quick                  # smoke run, about 1.5 min on 2 busy cores
+    python bench.py --quick                  # smoke run, about 30 s on 2 quiet cores (the test suite runs it)
     python bench.py --quick --force-gpu-rows # also the GPU rows' code on the CPU (tiny sizes, compile backend eager)
     python bench.py --rows grading           # only the grading rows (FCN8s width 1, 512 and 2448 pixels)
     python bench.py --workers 2 --width 4 --json runs/bench/w4.json
