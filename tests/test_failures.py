@@ -64,7 +64,8 @@ def test_training_data_errors_listed_before_training(synthetic_data, tmp_path, c
     shutil.copy(train / "0001_mask.png", train / "0099_mask.png")  # mask without image
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(train / "0002_mask.png")  # mask of another size
     (train / "0003_sat.jpg").write_bytes(b"")  # zero-byte image
-    # In this process (run_main: a traceback a process would print fails the test).
+    # In this process (run_main: a traceback a process would print fails the test); [2:] drops the
+    # interpreter and the script from the command.
     code, _, err = run_main("p2_train", train_cmd(data, tmp_path / "run")[2:], capsys)
     assert code != 0 and "Traceback" not in err
     assert "0000_sat.jpg: has no mask" in err and "0099_mask.png: has no image" in err
@@ -151,7 +152,7 @@ def test_resume_from_inside_the_run_folder_keeps_the_runs_own_normalisation(synt
 
 
 def test_a_size_the_machine_cannot_hold_is_refused_before_allocating(synthetic_data, tmp_path, capsys):
-    # In this process (run_main: a traceback a process would print fails the test).
+    # In this process (run_main: a traceback a process would print fails the test); [2:]: the argv.
     code, _, err = run_main("p2_train", train_cmd(synthetic_data, tmp_path / "run", 1, "--img-size", "100000")[2:],
                             capsys)
     assert code == 1 and "Traceback" not in err, err
