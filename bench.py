@@ -1,7 +1,7 @@
 """Speed benchmark (not a test): our data, training and grading paths against the naive ones.
 
     python bench.py                          # CPU: speed + grading rows (grading at full width: slow) -> runs/bench/
-    python bench.py --quick                  # smoke run, about 1.5 min on 2 busy cores
+    python bench.py --quick                  # smoke run, about 30 s on 2 quiet cores (the test suite runs it)
     python bench.py --quick --force-gpu-rows # also the GPU rows' code on the CPU (tiny sizes, compile backend eager)
     python bench.py --rows grading           # only the grading rows (FCN8s width 1, 512 and 2448 pixels)
     python bench.py --workers 2 --width 4 --json runs/bench/w4.json
@@ -38,11 +38,11 @@ from core.runtime import resolve_device
 
 SECTIONS = ("speed", "gpu", "grading")
 # Values --quick gives every size flag left at its default.
-QUICK = dict(tiles=4, batch_size=2, width=64, steps=1, warmup=1, repeats=1, miou_masks=8, p1_per_class=1,
-             p1_width=32, p1_img_size=32, p1_batch_size=8, p1_steps=2, peak_size=256, cuda_steps=5,
+QUICK = dict(tiles=2, batch_size=2, width=64, steps=1, warmup=0, repeats=1, miou_masks=4,
+             p1_per_class=1, p1_width=32, p1_img_size=32, p1_batch_size=8, p1_steps=2, peak_size=256, cuda_steps=5,
              cuda_batch_size=2, cuda_workers=0, cuda_warmup=1, gpu_width=64, gpu_p1_img_size=32,
              gpu_p1_batch_size=8, gpu_steps=1, gpu_peak_size=256, compile_backend="eager", e2e_train=4, e2e_val=2,
-             grade_width=16, grade_images=2, grade_large=1024)
+             grade_width=64, grade_images=2, grade_large=768)
 
 
 def apply_quick(args):

@@ -3,7 +3,6 @@ compute the same thing: the input pipeline gives the naive tensors, and the spee
 (channels_last, bf16) keep training numerically sane. Speed itself is bench.py's business."""
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -16,15 +15,14 @@ from core.engine import train_step
 from core.inputs import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
 from datasets import IGNORE_INDEX, P1Images, P2Tiles
 from models import get_model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_script
 
 CPU = torch.device("cpu")
 
 
 def test_quick_run_writes_every_row(tmp_path):
     out = tmp_path / "b.json"
-    proc = subprocess.run([sys.executable, "bench.py", "--quick", "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_script(sys.executable, "bench.py", "--quick", "--json", str(out), cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows = {r["key"]: r for r in result["rows"]}

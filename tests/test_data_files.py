@@ -4,7 +4,7 @@ gets its mask or row, each bad entry is named, refusals are one line naming the 
 (never a temporary name), and nothing is left behind.
 
 Grading runs in this process through ``main(argv)`` under the scripts' exit convention
-(``tests.test_grading.run_main``) with an untrained width-16 FCN32s and 64-pixel windows.
+(``tests.conftest.run_main``) with an untrained width-16 FCN32s and 64-pixel windows.
 """
 import errno
 import os
@@ -18,7 +18,8 @@ from core import cli, fileio
 from core.sliding_window import window_bytes
 from datasets import DataError, P1Images, P2Tiles, cache, parse_label
 from models import get_model
-from tests.test_grading import image, run_main, save_checkpoint, script_main
+from tests.conftest import run_main, script_main
+from tests.test_grading import image, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from core import checkpoint, runs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_main
 
 
 def train_cmd(data, out, epochs=2, *extra):
@@ -29,10 +29,12 @@ def log_epochs(run):
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    full = subprocess.run(train_cmd(synthetic_data, tmp_path / "full"), env=env, capture_output=True, text=True)
+    crop = ("--img-size", "256")  # cheaper training steps; validation (full tiles) keeps epoch 2 several times 0.3 s
+    full = subprocess.run(train_cmd(synthetic_data, tmp_path / "full", 2, *crop), env=env, capture_output=True,
+                          text=True)
     assert full.returncode == 0, full.stderr
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(train_cmd(synthetic_data, cut), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(train_cmd(synthetic_data, cut, 2, *crop), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (cut / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -43,7 +45,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, 
     last = checkpoint.load(str(cut / "last.pt"), "p2", training=True)
     assert last["epoch"] == 1, "the kill should land in epoch 2"
     assert not [n for n in os.listdir(cut) if ".tmp" in n]
-    resumed = subprocess.run(train_cmd(synthetic_data, cut, 2, "--resume", str(cut / "last.pt")), env=env,
+    resumed = subprocess.run(train_cmd(synthetic_data, cut, 2, *crop, "--resume", str(cut / "last.pt")), env=env,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     a = checkpoint.load(str(tmp_path / "full" / "last.pt"), training=True)
@@ -54,7 +56,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, 
     assert log_epochs(cut) == log_epochs(tmp_path / "full") == ["1", "2"]
 
 
-def test_training_data_errors_listed_before_training(synthetic_data, tmp_path):
+def test_training_data_errors_listed_before_training(synthetic_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(synthetic_data / "p2_data", data / "p2_data")
     train = data / "p2_data" / "train"
@@ -62,14 +64,16 @@ def test_training_data_errors_listed_before_training(synthetic_data, tmp_path):
     shutil.copy(train / "0001_mask.png", train / "0099_mask.png")  # mask without image
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(train / "0002_mask.png")  # mask of another size
     (train / "0003_sat.jpg").write_bytes(b"")  # zero-byte image
-    r = subprocess.run(train_cmd(data, tmp_path / "run"), capture_output=True, text=True)
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "0000_sat.jpg: has no mask" in r.stderr and "0099_mask.png: has no image" in r.stderr
+    # In this process (run_main: a traceback a process would print fails the test); [2:] drops the
+    # interpreter and the script from the command.
+    code, _, err = run_main("p2_train", train_cmd(data, tmp_path / "run")[2:], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert "0000_sat.jpg: has no mask" in err and "0099_mask.png: has no image" in err
     (train / "0000_sat.jpg").unlink()
     (train / "0099_mask.png").unlink()
-    r = subprocess.run(train_cmd(data, tmp_path / "run"), capture_output=True, text=True)
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "0002_mask.png: mask is 100x100" in r.stderr and "0003_sat.jpg: not a readable image" in r.stderr
+    code, _, err = run_main("p2_train", train_cmd(data, tmp_path / "run")[2:], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert "0002_mask.png: mask is 100x100" in err and "0003_sat.jpg: not a readable image" in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -147,11 +151,12 @@ def test_resume_from_inside_the_run_folder_keeps_the_runs_own_normalisation(synt
     assert log_epochs(tmp_path / "run") == ["1", "2"] and not (tmp_path / "run" / ".cache").exists()
 
 
-def test_a_size_the_machine_cannot_hold_is_refused_before_allocating(synthetic_data, tmp_path):
-    r = subprocess.run(train_cmd(synthetic_data, tmp_path / "run", 1, "--img-size", "100000"), capture_output=True,
-                       text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert "error: --batch-size 2 --width 16 on 100000x100000 inputs: one training step needs at least" in r.stderr
+def test_a_size_the_machine_cannot_hold_is_refused_before_allocating(synthetic_data, tmp_path, capsys):
+    # In this process (run_main: a traceback a process would print fails the test); [2:]: the argv.
+    code, _, err = run_main("p2_train", train_cmd(synthetic_data, tmp_path / "run", 1, "--img-size", "100000")[2:],
+                            capsys)
+    assert code == 1 and "Traceback" not in err, err
+    assert "error: --batch-size 2 --width 16 on 100000x100000 inputs: one training step needs at least" in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 

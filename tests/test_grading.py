@@ -6,10 +6,8 @@ Scripts run as subprocesses, or in this process through ``main(argv)`` under ``c
 scripts' own exit convention; the script is loaded with ``runpy``, never imported), with
 untrained width-16 models saved as inference checkpoints.
 """
-import functools
 import json
 import os
-import runpy
 import signal
 import subprocess
 import time
@@ -19,13 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
-from core import checkpoint, cli, runtime
-from core.checkpoint import CheckpointError
+from core import checkpoint, runtime
 from core.fileio import WrittenFiles, file_id, read_csv
 from core.inputs import to_float
-from datasets import DataError, read_mask
+from datasets import read_mask
 from models import get_model
-from tests.conftest import ROOT, default_sigint
+from tests.conftest import ROOT, default_sigint, run_main
 from tests.test_sliding_window import png_header
 
 PRE = {"mean": [0.5] * 3, "std": [0.25] * 3}
@@ -56,19 +53,6 @@ def image(path, size=(64, 80), seed=0, mode=None):
     rgb = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
     Image.fromarray(rgb).convert(mode or "RGB").save(path, format="PNG" if str(path).endswith(".png") else "JPEG")
     return rgb
-
-
-@functools.cache
-def script_main(name):
-    """The ``main`` of the script ``<name>.py``, loaded as a script (not imported)."""
-    return runpy.run_path(os.path.join(ROOT, f"{name}.py"), run_name=name)["main"]
-
-
-def run_main(name, argv, capsys):
-    """``(exit code, stdout, stderr)`` of ``<name>.py``'s ``main(argv)`` under the scripts' exit convention."""
-    code = cli.run(script_main(name), argv, expected=(DataError, CheckpointError))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def p2(images, out, ckpt, capsys, *extra):

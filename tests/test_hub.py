@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from core import checkpoint, hub
-from tests.conftest import ROOT, default_sigint
-from tests.test_grading import image, read_mask, run_main, save_checkpoint, snapshot
+from tests.conftest import ROOT, default_sigint, run_main
+from tests.test_grading import image, read_mask, save_checkpoint, snapshot
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -1,6 +1,7 @@
 """Problem 1 end to end on a small synthetic set: training (accuracy far above chance, figures,
 the checkpoint split, resume), ``hw2_p1.sh`` / ``p1_test.py`` (labelled and unlabelled names,
-paths with spaces, another cwd, a missing checkpoint) and ``p1_tsne.py``, all as subprocesses.
+paths with spaces, another cwd, a missing checkpoint) and ``p1_tsne.py``, as subprocesses
+(``--help`` and the argument errors: ``main(argv)`` in this process, ``run_main``).
 
 One module-scoped run trains ``--width 4 --img-size 32`` for 12 epochs; the other tests reuse
 its checkpoints. Each script runs on one thread: on a shared 2-core machine two threads per
@@ -15,7 +16,7 @@ import pytest
 from core import checkpoint
 from core.fileio import read_csv
 from datasets.synthetic import generate
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_main, run_script
 
 EPOCHS = 12
 # The tiny recipe: best val accuracy 0.28-0.41 over seeds 0-3 on this set (chance is 0.02).
@@ -47,9 +48,11 @@ def trained(p1_data, tmp_path_factory):
     return out
 
 
-def test_help_shows_defaults_and_says_the_recipe_is_ours():
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_train.py"), "--help", cwd=ROOT)
-    text = " ".join(r.stdout.split())
+def test_help_shows_defaults_and_says_the_recipe_is_ours(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # in this process, as wide as into a pipe
+    code, out, _ = run_main("p1_train", ["--help"], capsys)
+    assert code == 0
+    text = " ".join(out.split())
     for flag in ("--data-path", "--img-size", "--crop-padding", "--color-jitter", "--resume", "--amp", "--compile",
                  "--overwrite", "--print-freq"):
         assert flag in text
@@ -93,10 +96,11 @@ def test_resume_continues_from_saved_epoch(trained, p1_data, tmp_path):
     (["--batch-size", "100000"], "--img-size 224 --batch-size 100000 --width 1: one training step needs"),
     (["--crop-padding", "100000"], "--crop-padding 100000: a 32x32 crop of an image padded by 32 or more"),
 ])
-def test_training_errors_are_one_line(tmp_path, flags, message):
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_train.py"), "--data-path", str(tmp_path / "nowhere"),
-                   "--output-dir", str(tmp_path / "run"), "--no-cache", *flags, cwd=tmp_path)
-    assert r.returncode in (1, 2) and message in r.stderr and "Traceback" not in r.stderr
+def test_training_errors_are_one_line(tmp_path, flags, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # in this process (run_main: a traceback a process would print fails the test)
+    code, _, err = run_main("p1_train", ["--data-path", str(tmp_path / "nowhere"), "--output-dir",
+                                         str(tmp_path / "run"), "--no-cache", *flags], capsys)
+    assert code in (1, 2) and message in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- inference
@@ -110,7 +114,7 @@ def check_predictions(csv_path, names):
     return [int(r["label"]) for r in rows]
 
 
-def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path):
+def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path, capsys, monkeypatch):
     base = tmp_path / "a folder with spaces"
     labelled, unlabelled = base / "val images", base / "test images"
     shutil.copytree(p1_data / "val_50", labelled)
@@ -137,12 +141,11 @@ def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path):
     assert "accuracy" not in r.stdout
     assert check_predictions(base / "pred 2.csv", os.listdir(unlabelled)) == preds
 
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_test.py"), "--score-csv", str(base / "out" / "pred 1.csv"),
-                   cwd=elsewhere)
-    assert r.returncode == 0 and f"accuracy: {score:.6f}" in r.stdout
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_test.py"), "--score-csv", str(base / "pred 2.csv"),
-                   cwd=elsewhere)
-    assert r.returncode != 0 and "carries no label" in r.stderr
+    monkeypatch.chdir(elsewhere)  # p1_test.py --score-csv in this process (run_main)
+    code, out, _ = run_main("p1_test", ["--score-csv", str(base / "out" / "pred 1.csv")], capsys)
+    assert code == 0 and f"accuracy: {score:.6f}" in out
+    code, _, err = run_main("p1_test", ["--score-csv", str(base / "pred 2.csv")], capsys)
+    assert code != 0 and "carries no label" in err
 
 
 def test_last_pt_grades_like_best_pt(trained, p1_data, tmp_path):

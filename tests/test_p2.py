@@ -1,7 +1,9 @@
 """Problem 2 end to end: p2_train.py (recipes, learning, resume across the Adam -> SGD switch,
 class weights, figures, the run-folder rules, errors) and its checkpoint graded by hw2_p2.sh and
-mean_iou_evaluate.py. Scripts run as subprocesses; every run is a width-16 network without
-ImageNet weights on the session's synthetic tiles (6 train, 6 validation, 512x512), on the CPU.
+mean_iou_evaluate.py. Scripts run as subprocesses, except ``--help`` and the argument errors, which
+run ``main(argv)`` in this process (``run_main``: no start-up to pay for a parse); every run is a
+width-16 network without ImageNet weights on the session's synthetic tiles (6 train, 6 validation,
+512x512), on the CPU.
 """
 import os
 import re
@@ -21,25 +23,34 @@ from core.inputs import fixed_preprocess
 from core.metrics import ConfusionMatrix
 from datasets import NUM_CLASSES, P2Tiles, read_mask
 from datasets.stats import channel_stats, median_frequency_weights
-from tests.conftest import ROOT, default_sigint
+from tests.conftest import ROOT, default_sigint, run_main
 from tests.test_tensorboard import HAS_TENSORBOARD, assert_scalars_equal_log, events, needs_tensorboard
+
+
+def train_argv(data, out, *extra, cache=None):
+    return ["--data-path", str(data / "p2_data"), "--output-dir", str(out), "--cache-dir",
+            str(cache or out.parent / "cache"), "--width", "16", "--pretrained", "none", "--batch-size", "2",
+            "--workers", "0", "--device", "cpu", *extra]
 
 
 def train(data, out, *extra, cache=None, check=True):
     """Run p2_train.py; returns the CompletedProcess (stdout + stderr as text)."""
-    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(data / "p2_data"), "--output-dir",
-           str(out), "--cache-dir", str(cache or out.parent / "cache"), "--width", "16", "--pretrained", "none",
-           "--batch-size", "2", "--workers", "0", "--device", "cpu", *extra]
+    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), *train_argv(data, out, *extra, cache=cache)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
 
 
-def help_defaults(*argv):
-    """``{flag: default}`` as ``p2_train.py ... --help`` prints them."""
-    text = subprocess.run([sys.executable, os.path.join(ROOT, "p2_train.py"), *argv, "--help"], capture_output=True,
-                          text=True, check=True, cwd=ROOT).stdout
+def train_in_process(data, out, capsys, *extra):
+    """``train`` as ``main(argv)`` in this process, for a run refused before training: ``(code, stdout, stderr)``."""
+    return run_main("p2_train", train_argv(data, out, *extra), capsys)
+
+
+def help_defaults(capsys, *argv):
+    """``{flag: default}`` as ``p2_train.py ... --help`` prints them (in this process, 80 columns as into a pipe)."""
+    code, text, _ = run_main("p2_train", [*argv, "--help"], capsys)
+    assert code == 0
     text = re.sub(r"\s+", " ", text)
     return dict(re.findall(r"(--[a-z-]+)(?: [A-Z_]+| \{[^}]*\})? .*?\(default: ([^)]*)\)", text))
 
@@ -70,16 +81,17 @@ def fcn8s_run(synthetic_data, tmp_path_factory):
 # ---------------------------------------------------------------- recipes and arguments
 
 
-def test_recipe_help_shows_the_recipes_values():
+def test_recipe_help_shows_the_recipes_values(capsys, monkeypatch):
     """Every value of every recipe is checked by parsing (tests/test_recipes.py); here ``--help``."""
-    base = help_defaults()
+    monkeypatch.setenv("COLUMNS", "80")
+    base = help_defaults(capsys)
     assert (base["--model"], base["--loss"], base["--epochs"], base["--switch-sgd-at"], base["--snapshot-epochs"],
             base["--normalize"], base["--head-init"], base["--lr"]) == \
         ("fcn32s", "ce", "100", "0", "1,20,40", "raw", "pytorch", "0.001")
-    improved = help_defaults("--recipe", "improved")
+    improved = help_defaults(capsys, "--recipe", "improved")
     assert (improved["--model"], improved["--loss"], improved["--switch-sgd-at"], improved["--normalize"]) == \
         ("fcn8s", "focal", "71", "imagenet")
-    best = help_defaults("--recipe=best")
+    best = help_defaults(capsys, "--recipe=best")
     assert (best["--augment"], best["--class-weights"], best["--lr-schedule"], best["--head-init"]) == \
         ("d4", "auto", "cosine", "fcn")
 
@@ -103,19 +115,18 @@ def test_recipe_help_shows_the_recipes_values():
     (["--workers", "100000"], "--workers 100000: more loader processes than this machine's"),
     (["--recipe", "improved", "--focal-gamma", "1e6"], "--focal-gamma 1e+06: above 10 the focal weight"),
 ])
-def test_argument_errors_are_one_line_before_any_data_is_read(tmp_path, flags, message):
-    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(tmp_path / "nowhere"),
-           "--output-dir", str(tmp_path / "run"), *flags]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode in (1, 2) and message in r.stderr and "Traceback" not in r.stderr
+def test_argument_errors_are_one_line_before_any_data_is_read(tmp_path, flags, message, capsys):
+    # In this process (run_main: an exception a process would print as a traceback fails the test).
+    code, _, err = run_main("p2_train", ["--data-path", str(tmp_path / "nowhere"), "--output-dir",
+                                         str(tmp_path / "run"), *flags], capsys)
+    assert code in (1, 2) and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
-def test_pretrained_auto_without_cache_says_what_to_do(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), "--data-path", str(tmp_path),
-           "--output-dir", str(tmp_path / "run")]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TORCH_HOME": str(tmp_path)})
-    assert r.returncode == 1 and re.search(r"--pretrained PATH.*--pretrained none", r.stderr)
+def test_pretrained_auto_without_cache_says_what_to_do(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    code, _, err = run_main("p2_train", ["--data-path", str(tmp_path), "--output-dir", str(tmp_path / "run")], capsys)
+    assert code == 1 and re.search(r"--pretrained PATH.*--pretrained none", err)
 
 
 # ---------------------------------------------------------------- training
@@ -171,12 +182,13 @@ def test_resume_and_switch_to_sgd_match_an_uninterrupted_run(synthetic_data, tmp
     assert sorted(os.listdir(tmp_path / "cut" / "snapshots")) == ["0010_epoch1.png", "0010_epoch2.png"]
 
 
-def test_resume_refuses_a_changed_setting_and_records_nothing(synthetic_data, fcn8s_run, tmp_path):
+def test_resume_refuses_a_changed_setting_and_records_nothing(synthetic_data, fcn8s_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(fcn8s_run, run)
     before = (run / "args.json").read_text()
-    r = train(synthetic_data, run, "--resume", str(run / "last.pt"), "--epochs", "3", "--lr", "0.1", check=False)
-    assert r.returncode == 1 and "--lr 0.1 (the run has 0.001)" in r.stderr
+    code, _, err = train_in_process(synthetic_data, run, capsys, "--resume", str(run / "last.pt"), "--epochs", "3",
+                                    "--lr", "0.1")
+    assert code == 1 and "--lr 0.1 (the run has 0.001)" in err
     assert (run / "args.json").read_text() == before
 
 
@@ -202,13 +214,13 @@ def test_class_weights_auto_are_median_frequency_and_stored(synthetic_data, tmp_
     assert ckpt["meta"]["class_weights"] == median_frequency_weights(pixels.astype(int), present.astype(int))
 
 
-def test_same_command_twice_refuses_then_overwrite_starts_fresh(synthetic_data, fcn8s_run, tmp_path):
+def test_same_command_twice_refuses_then_overwrite_starts_fresh(synthetic_data, fcn8s_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(fcn8s_run, run)
     (run / "notes.txt").write_text("mine")
     flags = ("--recipe", "improved", "--epochs", "1", "--switch-sgd-at", "0", "--snapshot-epochs", "1")
-    r = train(synthetic_data, run, *flags, check=False)
-    assert r.returncode == 1 and "--resume" in r.stderr and "--overwrite" in r.stderr
+    code, _, err = train_in_process(synthetic_data, run, capsys, *flags)
+    assert code == 1 and "--resume" in err and "--overwrite" in err
     assert len(read_csv(run / "log.csv")) == 2  # untouched
     train(synthetic_data, run, *flags, "--overwrite")
     assert len(read_csv(run / "log.csv")) == 1 and (run / "notes.txt").read_text() == "mine"
@@ -224,13 +236,13 @@ def test_non_finite_loss_at_epoch_1_says_nothing_was_saved(synthetic_data, tmp_p
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_data_error_exits_before_training(tmp_path):
-    r = train(tmp_path, tmp_path / "run", "--epochs", "1", "--snapshot-epochs", "1", check=False)
-    assert r.returncode == 1 and "no such folder" in r.stderr
+def test_data_error_exits_before_training(tmp_path, capsys):
+    code, _, err = train_in_process(tmp_path, tmp_path / "run", capsys, "--epochs", "1", "--snapshot-epochs", "1")
+    assert code == 1 and "no such folder" in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_tiles_of_another_size_are_found_before_training(synthetic_data, tmp_path):
+def test_tiles_of_another_size_are_found_before_training(synthetic_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(synthetic_data / "p2_data", data / "p2_data")
     from PIL import Image
@@ -238,14 +250,14 @@ def test_tiles_of_another_size_are_found_before_training(synthetic_data, tmp_pat
     for suffix in ("_sat.jpg", "_mask.png"):
         path = data / "p2_data" / "validation" / f"0001{suffix}"
         Image.open(path).resize((256, 256), Image.NEAREST).save(path)
-    r = train(data, tmp_path / "run", "--epochs", "1", "--snapshot-epochs", "1", check=False)
-    assert r.returncode == 1 and "0001_sat.jpg: 256x256" in r.stderr and "epoch 1" not in r.stdout
+    code, out, err = train_in_process(data, tmp_path / "run", capsys, "--epochs", "1", "--snapshot-epochs", "1")
+    assert code == 1 and "0001_sat.jpg: 256x256" in err and "epoch 1" not in out
 
 
 # ---------------------------------------------------------------- inference and grading
 
 
-def test_hw2_p2_sh_scored_by_mean_iou_evaluate_equals_the_logged_miou(fcn8s_run, synthetic_data, tmp_path):
+def test_hw2_p2_sh_scored_by_mean_iou_evaluate_equals_the_logged_miou(fcn8s_run, synthetic_data, tmp_path, capsys):
     images = tmp_path / "in dir"
     images.mkdir()
     val = synthetic_data / "p2_data" / "validation"
@@ -258,18 +270,18 @@ def test_hw2_p2_sh_scored_by_mean_iou_evaluate_equals_the_logged_miou(fcn8s_run,
                    check=True, capture_output=True)
     expected = sorted(n.replace("_sat.jpg", "_mask.png") for n in os.listdir(images))
     assert sorted(n for n in os.listdir(out) if not n.startswith(".")) == expected
-    graded = subprocess.run([sys.executable, os.path.join(ROOT, "mean_iou_evaluate.py"), "-g", str(val), "-p",
-                             str(out)], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    code, graded, _ = run_main("mean_iou_evaluate", ["-g", str(val), "-p", str(out)], capsys)  # in this process
+    assert code == 0
     miou = float(graded.strip().splitlines()[-1].split(":")[1])
     best = max(float(r["val_miou"]) for r in read_csv(fcn8s_run / "log.csv"))
     assert miou == pytest.approx(best, abs=1e-4)
 
 
-def test_raw_pixel_inputs_travel_with_the_checkpoint(synthetic_data, tmp_path):
+def test_raw_pixel_inputs_travel_with_the_checkpoint(tiny_runs):
     """The baseline (the author's FCN32s) feeds raw 0..255 pixels; grading rebuilds them from
-    the checkpoint's preprocess, which gives the pixel values exactly."""
-    train(synthetic_data, tmp_path / "run", "--epochs", "1", "--snapshot-epochs", "1", "--img-size", "64")
-    ckpt = checkpoint.load(str(tmp_path / "run" / "best.pt"), "p2")
+    the checkpoint's preprocess, which gives the pixel values exactly. (The session's baseline
+    run, which test_report.py reports on.)"""
+    ckpt = checkpoint.load(str(tiny_runs / "p2_fcn32s" / "best.pt"), "p2")
     assert ckpt["preprocess"] == fixed_preprocess("raw") == {"mean": [0.0] * 3, "std": [1 / 255] * 3}
     assert ckpt["model_name"] == "fcn32s" and ckpt["meta"]["recipe"] == "baseline"
     assert ckpt["model_kwargs"] == {"num_classes": 7, "width": 16}  # the head init is no constructor setting to keep

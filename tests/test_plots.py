@@ -18,7 +18,7 @@ from core.fileio import write_csv
 from datasets.masks import CLASS_NAMES, PALETTE
 from datasets.synthetic import generate, p2_tile
 from models import get_model
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_main, run_script
 
 IOU_CLASSES = CLASS_NAMES[:6]
 
@@ -215,18 +215,21 @@ def test_p1_tsne_writes_png_and_csv(tmp_path, tiny_p1):
     assert all(math.isfinite(float(r["x"])) and math.isfinite(float(r["y"])) for r in rows)
 
 
-def test_p1_tsne_refuses_image_folder_as_output(tiny_p1):
+def test_p1_tsne_refuses_image_folder_as_output(tiny_p1, capsys, monkeypatch):
     ckpt, images = tiny_p1
-    r = tsne("--checkpoint", str(ckpt), "--images", str(images), "--output-dir", str(images), cwd=images.parent)
-    assert r.returncode == 1 and "--output-dir" in r.stderr and "Traceback" not in r.stderr
+    monkeypatch.chdir(images.parent)  # in this process (run_main: a traceback a process would print fails the test)
+    code, _, err = run_main("p1_tsne", ["--checkpoint", str(ckpt), "--images", str(images), "--output-dir",
+                                        str(images)], capsys)
+    assert code == 1 and "--output-dir" in err and "Traceback" not in err
     assert not (images / "tsne.png").exists()
 
 
-def test_p1_tsne_missing_checkpoint_is_one_line_error(tmp_path, tiny_p1):
+def test_p1_tsne_missing_checkpoint_is_one_line_error(tmp_path, tiny_p1, capsys, monkeypatch):
     _, images = tiny_p1
-    r = tsne("--checkpoint", str(tmp_path / "none.pt"), "--images", str(images), "--output-dir", str(tmp_path),
-             cwd=tmp_path)
-    assert r.returncode == 1 and "checkpoint not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main("p1_tsne", ["--checkpoint", str(tmp_path / "none.pt"), "--images", str(images),
+                                        "--output-dir", str(tmp_path)], capsys)
+    assert code == 1 and "checkpoint not found" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("epochs", [[1], [1, 2], [1, 2, 3]])

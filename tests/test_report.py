@@ -1,49 +1,37 @@
 """report.py end to end on tiny runs: a P1 run (width 16, 32x32, 2 epochs) and two P2 runs (width 16,
-no ImageNet weights, 1 epoch) on the session's synthetic data, then the report: every figure link
+no ImageNet weights, 1 epoch) on the session's synthetic data (``tiny_runs``), then the report: every figure link
 resolves, the accuracy and mIoUs in the text are the logged ones, a missing run is reported and
 not fatal, and the output folder rules (never a run folder, never a file the tool did not write).
+The runs train in subprocesses; report.py runs as ``main(argv)`` in this process (``run_main``),
+which starts its own ``--help`` and ``p1_tsne.py`` subprocesses as it does from the command line.
 """
 import json
 import os
 import platform
 import re
 import shutil
-import sys
+import subprocess
 
 import pytest
 import torch
 
 from core.fileio import read_csv
 from core.runs import RUN_RECORD
-from tests.conftest import ROOT, run_script
-
-P2_TINY = ("--width", "16", "--pretrained", "none", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-           "--epochs", "1", "--snapshot-epochs", "1")
-
-
-def script(name, *argv, check=True):
-    r = run_script(sys.executable, os.path.join(ROOT, name), *map(str, argv), cwd=ROOT)
-    if check:
-        assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
+from tests.conftest import ROOT, run_main
 
 @pytest.fixture(scope="module")
-def runs(synthetic_data, tmp_path_factory):
-    base = tmp_path_factory.mktemp("report")
-    cache = base / "cache"
-    script("p1_train.py", "--data-path", synthetic_data / "p1_data", "--output-dir", base / "p1", "--width", "16",
-           "--img-size", "32", "--epochs", "2", "--batch-size", "25", "--optimizer", "adam", "--lr", "1e-3",
-           "--lr-schedule", "none", "--workers", "0", "--device", "cpu", "--cache-dir", cache)
-    for recipe, folder in (("baseline", "p2_fcn32s"), ("improved", "p2_fcn8s")):
-        script("p2_train.py", "--recipe", recipe, "--data-path", synthetic_data / "p2_data", "--output-dir",
-               base / folder, "--cache-dir", cache, "--lr", "1e-3", *P2_TINY)
-    return base
+def runs(tiny_runs):
+    return tiny_runs
 
 
-def report(base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s", check=True):
-    return script("report.py", "--p1", base / p1, "--baseline", base / baseline, "--improved", base / improved,
-                  "--output", output, *extra, check=check)
+def report(capsys, base, output, *extra, p1="p1", baseline="p2_fcn32s", improved="p2_fcn8s", check=True):
+    """report.py's ``main(argv)`` in this process (``run_main``; report.py's ``__main__`` expects no
+    extra error types), as a CompletedProcess."""
+    argv = ["--p1", base / p1, "--baseline", base / baseline, "--improved", base / improved, "--output", output, *extra]
+    code, out, err = run_main("report", [str(a) for a in argv], capsys, expected=())
+    if check:
+        assert code == 0, err[-3000:]
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def best(log_csv, column):
@@ -57,9 +45,9 @@ def section(text, start, end=None):
     return body.split(end, 1)[0] if end else body
 
 
-def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
+def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path, capsys):
     out = tmp_path / "report"
-    r = report(runs, out, "--ablation", runs / "p2_fcn32s", "--ablation", runs / "no such run", "--html")
+    r = report(capsys, runs, out, "--ablation", runs / "p2_fcn32s", "--ablation", runs / "no such run", "--html")
     text = (out / "report.md").read_text()
 
     # Every image link is relative and resolves to a file beside report.md; the t-SNE figure,
@@ -104,7 +92,7 @@ def test_report_figures_resolve_and_numbers_are_the_logged_ones(runs, tmp_path):
     assert "](" not in page and "figures/" not in page
 
 
-def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
+def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path, capsys):
     partial = tmp_path / "p1 without best.pt"
     partial.mkdir()
     shutil.copy(runs / "p1" / "log.csv", partial / "log.csv")
@@ -127,7 +115,8 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
                               "device_used": "cuda:0 (NVIDIA H200)", "world_size": 2})
     (resumed / "args.json").write_text(json.dumps({**saved, "device_used": "cuda:0 (NVIDIA H200)"}))
     out = tmp_path / "report"
-    r = report(runs, out, "--ablation", edited, "--ablation", resumed, p1=partial, improved=tmp_path / "not trained yet")
+    r = report(capsys, runs, out, "--ablation", edited, "--ablation", resumed, p1=partial,
+               improved=tmp_path / "not trained yet")
     assert r.returncode == 0
     assert re.search(r"best\.pt records val_miou 0\.\d{6} at epoch 1, but log\.csv has 0\.999999: the two files are "
                      "from different runs", r.stderr)
@@ -153,17 +142,17 @@ def test_a_missing_run_is_reported_and_the_rest_written(runs, tmp_path):
     # An edited report.md is refused (one line naming it) and left as it is; once it is the tool's
     # own again, the same command replaces it.
     (out / "report.md").write_text(text + "\nmy own notes\n")
-    r = report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet", check=False)
+    r = report(capsys, runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet", check=False)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: --output ")
     assert "report.md" in r.stderr and "--overwrite" in r.stderr
     assert (out / "report.md").read_text().endswith("my own notes\n")
     (out / "report.md").write_text(text)
     # The same command twice:
-    report(runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet")
+    report(capsys, runs, out, "--ablation", edited, p1=partial, improved=tmp_path / "not trained yet")
 
 
 @pytest.mark.parametrize("where", ["run folder", "inside a run folder", "foreign report.md"])
-def test_output_that_would_clobber_is_refused(runs, tmp_path, where):
+def test_output_that_would_clobber_is_refused(runs, tmp_path, where, capsys):
     if where == "run folder":
         out = runs / "p2_fcn8s"
     elif where == "inside a run folder":
@@ -173,7 +162,7 @@ def test_output_that_would_clobber_is_refused(runs, tmp_path, where):
         out.mkdir()
         (out / "report.md").write_text("a student's own report\n")
     before = sorted(os.listdir(out)) if out.exists() else None
-    r = report(runs, out, check=False)
+    r = report(capsys, runs, out, check=False)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: --output {out}")
     assert "Traceback" not in r.stderr
     assert (sorted(os.listdir(out)) if out.exists() else None) == before
