@@ -57,7 +57,6 @@ import numpy as np
 import torch
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
-from core.augment import P2_POLICIES, get_transform
 from core.checkpoint import CheckpointError
 from core.fileio import atomic_write_bytes
 from core.inputs import fixed_preprocess, make_prepare
@@ -67,6 +66,7 @@ from core.optim import check_switch, phase_at
 from core.pretrained import load_backbone_state_dict
 from core.sliding_window import sliding_logits
 from datasets import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, DataError, P2Tiles, read_rgb, rgb_to_class
+from datasets.augment import P2_POLICIES, get_transform
 from datasets.masks import class_to_rgb, encode_png
 from datasets.stats import median_frequency_weights, split_statistics
 from models import MODELS, get_model, model_names

@@ -1,4 +1,5 @@
-"""Datasets for both problems in their official layouts, the mask codec and the synthetic data."""
+"""Datasets for both problems in their official layouts, the mask codec, augmentation by named policy
+(``datasets.augment``: P1's batched on the device, P2's joint image + mask transforms) and the synthetic data."""
 from .common import DataError, read_rgb
 from .masks import CLASS_NAMES, NUM_CLASSES, PALETTE, class_to_rgb, rgb_to_class
 from .p1 import P1Images, parse_label
