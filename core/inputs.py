@@ -56,6 +56,8 @@ def make_prepare(device, preprocess, img_size=None, channels_last=False, augment
     False) the augmented uint8 images are normalised and resized; a warp returns them in 0..1
     floats at ``img_size``, and they are normalised there.
     """
+    if augment is not None and augment.warps and augment.img_size != img_size:
+        raise ValueError(f"the augmentation warps to {augment.img_size}, the model inputs are {img_size}")
     mean = torch.tensor(preprocess["mean"], device=device)
     std = torch.tensor(preprocess["std"], device=device)
 

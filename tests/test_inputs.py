@@ -1,6 +1,7 @@
 """Model inputs on the device (core/inputs.py): normalisation, resizing, ``make_prepare`` with and
 without P1's augmentation."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -57,3 +58,9 @@ def test_prepare_without_warp_is_the_uint8_path():
     pre = {"mean": [0.5] * 3, "std": [0.25] * 3}
     x, _ = make_prepare(torch.device("cpu"), pre, 48, False, P1Augment(48, **aug))((images, torch.arange(4)))
     torch.testing.assert_close(x, make_prepare(torch.device("cpu"), pre, 48)((images, torch.arange(4)))[0])
+
+
+def test_prepare_refuses_a_warp_to_another_size():
+    # The caller builds the augmentation: a warp to another side would skip the resize to img_size.
+    with pytest.raises(ValueError, match="warps to 32"):
+        make_prepare(CPU, PREPROCESS, 48, False, P1Augment(32, rotation=15.0))
