@@ -24,7 +24,7 @@ shows that recipe's values as the defaults):
             jitter 0.5-1.5 (torchvision's random order); cross entropy; Adam 1e-3, batch 32, 150
             epochs, SGD 1e-4 momentum 0.9 from epoch 101; best.pt by val accuracy.
 
-All augmentation runs batched on the device (``core.augment``; each recipe's augmentation is the
+All augmentation runs batched on the device (``datasets.augment``; each recipe's augmentation is the
 policy of its name there); the author's three geometric transforms are one bilinear resampling
 there instead of a chain of resamplings (README). Without ``--lr`` the learning rate follows
 ``--optimizer`` (SGD 0.05, Adam / AdamW 1e-3); the run prints the one it uses. A CPU run on the
@@ -40,18 +40,18 @@ import os
 import sys
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
-from core.augment import P1_POLICIES, PERSPECTIVE_DISTORTION
 from core.checkpoint import CheckpointError
 from core.fileio import write_csv
 from core.inputs import fixed_preprocess, make_prepare
 from core.losses import build_criterion
 from core.optim import DEFAULT_LR, check_switch, phase_at
 from datasets import DataError, P1Images
+from datasets.augment import P1_POLICIES, PERSPECTIVE_DISTORTION, P1Augment
 from datasets.p1 import IMAGE_SIZE, NUM_CLASSES
 from datasets.stats import channel_stats
 from models import MODELS, get_model, model_names
 
-# Each recipe's augmentation flags take the values of the augmentation policy of its name (core/augment.py).
+# Each recipe's augmentation flags take the values of the augmentation policy of its name (datasets/augment.py).
 RECIPES = {
     "ours": dict(epochs=60, batch_size=128, optimizer="sgd", lr=None, switch_sgd_at=0, sgd_lr=None, weight_decay=5e-4,
                  lr_schedule="cosine", label_smoothing=0.1, img_size=224, normalize="dataset", **P1_POLICIES["ours"]),
@@ -118,7 +118,8 @@ def main(argv=None):
         aug = {"hflip": args.hflip, "crop_padding": args.crop_padding, "color_jitter": args.color_jitter,
                "jitter_order": args.jitter_order or "fixed", "rotation": args.rotation or 0.0,
                "perspective": args.perspective or 0.0, "affine": args.affine or 0.0}
-        prepare_train = make_prepare(device, preprocess, args.img_size, args.channels_last, aug)
+        prepare_train = make_prepare(device, preprocess, args.img_size, args.channels_last,
+                                     P1Augment(args.img_size, **aug))
         prepare_eval = make_prepare(device, preprocess, args.img_size, args.channels_last)
 
         start_epoch, best, phase, optimizer, scheduler = runs.start_training(args, model, model_without_ddp, scaler,

@@ -57,7 +57,6 @@ import numpy as np
 import torch
 
 from core import checkpoint, cli, distributed, engine, plots, runs, runtime
-from core.augment import P2_POLICIES, get_transform
 from core.checkpoint import CheckpointError
 from core.fileio import atomic_write_bytes
 from core.inputs import fixed_preprocess, make_prepare
@@ -67,7 +66,8 @@ from core.optim import check_switch, phase_at
 from core.pretrained import load_backbone_state_dict
 from core.sliding_window import sliding_logits
 from datasets import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, DataError, P2Tiles, read_rgb, rgb_to_class
-from datasets.masks import class_to_rgb, encode_png
+from datasets.augment import P2_POLICIES, get_transform
+from datasets.masks import CLASS_COLORS, class_to_rgb, encode_png
 from datasets.stats import median_frequency_weights, split_statistics
 from models import MODELS, get_model, model_names
 from models.fcn import HEAD_INITS
@@ -197,19 +197,19 @@ def draw_figures(args, val_set, indices):
     if not os.path.exists(log_csv):
         return
     plots.plot_curves(log_csv, os.path.join(out, "curves.png"), "val_miou", name)
-    plots.plot_per_class_iou(log_csv, os.path.join(out, "per_class_iou.png"), name)
+    plots.plot_per_class_iou(log_csv, os.path.join(out, "per_class_iou.png"), name, CLASS_COLORS)
     if not indices or not args.snapshot_epochs:
         return
     rows = []
     for k in indices:
         image, mask = val_set.load(k)
         snaps = [snapshot_path(out, val_set.ids[k], e) for e in args.snapshot_epochs]
-        rows.append((val_set.ids[k], np.asarray(image), mask,
-                     [rgb_to_class(read_rgb(p)) if os.path.exists(p) else None for p in snaps]))
-    plots.plot_epoch_masks(rows, args.snapshot_epochs, os.path.join(out, "epoch_masks.png"), name,
+        rows.append((val_set.ids[k], np.asarray(image), class_to_rgb(mask),
+                     [class_to_rgb(rgb_to_class(read_rgb(p))) if os.path.exists(p) else None for p in snaps]))
+    plots.plot_epoch_masks(rows, args.snapshot_epochs, os.path.join(out, "epoch_masks.png"), name, CLASS_COLORS,
                            last_epoch=args.epochs)
     plots.plot_epoch_masks(rows, args.snapshot_epochs, os.path.join(out, "epoch_masks_report.png"), name,
-                           layout="report", last_epoch=args.epochs)
+                           CLASS_COLORS, layout="report", last_epoch=args.epochs)
 
 
 def snapshot_indices(val_set, ids):

@@ -55,6 +55,7 @@ from core.fileio import atomic_write_bytes, read_csv, write_json
 from core.hub import sha256_file
 from core.plots import number
 from core.runs import NOT_RESTORED
+from datasets.masks import CLASS_COLORS
 
 REPORT = "report.md"
 REPORT_HTML = "report.html"  # --html: the same report, figures embedded
@@ -403,7 +404,7 @@ def run_figure(run, name, figures, warnings):
     if name == "curves.png":
         draw = lambda p: plots.plot_curves(log_csv, p, column, title)  # noqa: E731
     elif name == "per_class_iou.png":
-        draw = lambda p: plots.plot_per_class_iou(log_csv, p, title, column)  # noqa: E731
+        draw = lambda p: plots.plot_per_class_iou(log_csv, p, title, CLASS_COLORS, column)  # noqa: E731
     else:
         return None, f"`{path}` not found (the run draws it when it finishes)"
     why = "older than its log.csv" if os.path.isfile(path) else "not in the run folder"

@@ -40,11 +40,11 @@ from benchmarks.images import write_tiles
 from benchmarks.row import IMAGENET, TILE_SIZE, row
 from benchmarks.steps import Variant, loop_epoch, pick_ours, time_variants
 from benchmarks.timing import count_flops, dtype_name, measure_peaks, run_child
-from core.augment import get_transform
 from core.distributed import make_loader
 from core.inputs import CIFAR_MEAN, CIFAR_STD, make_prepare
 from core.runtime import amp_dtype
 from datasets import IGNORE_INDEX, NUM_CLASSES, P2Tiles
+from datasets.augment import get_transform
 from datasets.synthetic import SNAPSHOT_IDS
 from models import MODELS, get_model
 

@@ -45,12 +45,12 @@ from benchmarks.naive import NaiveP1Images, NaiveP2Tiles, naive_loader_prepare, 
 from benchmarks.row import IMAGENET, TILE_SIZE, row
 from benchmarks.steps import Variant, loop_epoch, ours_variants, pick_ours, time_variants
 from benchmarks.timing import count_flops, dtype_name, measure_peaks, median_seconds
-from core.augment import get_transform
 from core.course_grader import mean_iou_score
 from core.inputs import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, make_prepare, to_float
 from core.metrics import ConfusionMatrix
 from core.runtime import amp_dtype
 from datasets import IGNORE_INDEX, NUM_CLASSES, P1Images, P2Tiles
+from datasets.augment import P1Augment, get_transform
 from datasets.synthetic import generate
 from models import get_model
 
@@ -185,7 +185,8 @@ def bench_p1_step(args, root, device, peaks):
     naive_prepare = naive_loader_prepare(device)
     x, y = naive_prepare(naive_batch())
     flops = count_flops(copy.deepcopy(model).to(device).train(), x, y, criterion) / bs
-    prepare = make_prepare(device, {"mean": mean, "std": std}, s, channels_last=True, aug={"hflip": True})
+    prepare = make_prepare(device, {"mean": mean, "std": std}, s, channels_last=True,
+                           augment=P1Augment(s, hflip=True))
     variants = {"naive": Variant(False, None, naive_batch, naive_prepare),
                 **ours_variants(device, cycle(loader(data)), prepare)}
     stats = time_variants(model, criterion, variants, bs, args.p1_steps, args, device, peaks, flops)

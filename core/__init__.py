@@ -14,7 +14,6 @@
                    inference scripts; P1 inference in batches
     losses         focal loss and the criterion a run asks for
     optim          optimizers and per-epoch schedules
-    augment        augmentation by named policy: P1's batched on the device, P2's joint image + mask transforms
     inputs         model inputs on the device: normalisation, resizing to the input side, memory format
     metrics        the one confusion matrix (accuracy, the course grader's mIoU)
     sliding_window the one P2 predictor: windows of any image, blended, bounded memory

@@ -36,6 +36,10 @@ class UserError(Exception):
     """An error the user can fix; ``run`` prints it as ``error: <message>`` and exits 1."""
 
 
+class DataError(ValueError):
+    """Bad input data; the message names every offending file and what is wrong with it."""
+
+
 class Interrupted(Exception):
     """Ctrl-C (or a stop signal), with a message saying what was saved and how to continue;
     exit 130 (128 + the signal's number)."""

@@ -1,15 +1,13 @@
 """Model inputs: a uint8 batch made into what the model takes, on the device.
 
 Datasets return uint8 tensors; ``make_prepare`` moves a batch to the device, applies P1's
-training augmentation there (``core.augment.P1Augment``), converts to normalised float, resizes
-P1 images to the model's input side and sets the memory format; ``model_inputs`` is the same
-without augmentation (inference). ``NORMALIZATIONS`` names the fixed input scalings
+training augmentation there (a ``datasets.augment.P1Augment`` its caller builds), converts to
+normalised float, resizes P1 images to the model's input side and sets the memory format;
+``model_inputs`` is the same without augmentation (inference). ``NORMALIZATIONS`` names the fixed input scalings
 (``--normalize``). Dataset statistics: ``datasets.stats``.
 """
 import torch
 import torch.nn.functional as F
-
-from core.augment import P1Augment
 
 # torchvision's ImageNet statistics (the normalisation its pretrained VGG16 weights expect).
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -50,17 +48,18 @@ def model_inputs(images, mean, std, img_size=None, channels_last=False):
     return x
 
 
-def make_prepare(device, preprocess, img_size=None, channels_last=False, aug=None):
+def make_prepare(device, preprocess, img_size=None, channels_last=False, augment=None):
     """``prepare((uint8 images, targets)) -> (model inputs, int64 targets)`` on ``device``.
 
-    ``preprocess`` is the checkpoint's ``{"mean", "std"}``; ``aug`` (P1 training) a policy's
-    values for ``core.augment.P1Augment``, or None. Without a warp the augmented uint8 images
-    are normalised and resized; a warp returns them in 0..1 floats at ``img_size``, and they are
-    normalised there.
+    ``preprocess`` is the checkpoint's ``{"mean", "std"}``; ``augment`` (P1 training) a
+    ``datasets.augment.P1Augment`` for ``img_size``, or None. Without a warp (``augment.warps``
+    False) the augmented uint8 images are normalised and resized; a warp returns them in 0..1
+    floats at ``img_size``, and they are normalised there.
     """
+    if augment is not None and augment.warps and augment.img_size != img_size:
+        raise ValueError(f"the augmentation warps to {augment.img_size}, the model inputs are {img_size}")
     mean = torch.tensor(preprocess["mean"], device=device)
     std = torch.tensor(preprocess["std"], device=device)
-    augment = P1Augment(img_size, **aug) if aug else None
 
     def prepare(batch):
         images, targets = batch

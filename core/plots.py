@@ -3,10 +3,14 @@ pyplot state), about 6.5 inches wide (a page's text width) with text of 8 pt or 
 figure can be pasted unchanged.
 
     plot_curves(log_csv, out_png, metric_column, run_name)       loss and a validation metric per epoch
-    plot_per_class_iou(log_csv, out_png, run_name, ...)          IoU of each class at the best epoch
-    plot_epoch_masks(rows, epochs, out_png, run_name, layout)    P2 masks predicted after some epochs
+    plot_per_class_iou(log_csv, out_png, run_name, classes, ...) IoU of each class at the best epoch
+    plot_epoch_masks(rows, epochs, out_png, run_name, classes)   P2 masks predicted after some epochs
     plot_confusion_matrix(mat, out_png, title)                   row-normalised confusion matrix
     plot_tsne(xy, labels, out_png, caption, num_classes)         2-D embedding coloured by class
+
+P2's figures take ``classes``, the mask classes' names and colours, from their caller
+(``{name: (R, G, B)}`` in 0..255, in class order: ``datasets.masks.CLASS_COLORS``), and masks
+the caller coloured (``datasets.masks.class_to_rgb``), so drawing knows no dataset.
 
 Each function returns the ``Figure`` it saved. Every PNG is written atomically
 (``core.fileio.atomic_write_bytes``), so a reader never sees a half-written file.
@@ -24,7 +28,6 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from core.fileio import atomic_write_bytes, read_csv
-from datasets.masks import CLASS_NAMES, PALETTE, class_to_rgb
 
 PAGE_WIDTH = 6.5  # inches: the text width of an A4 / letter page with usual margins
 DPI = 200
@@ -143,15 +146,15 @@ def plot_curves(log_csv, out_png, metric_column, run_name):
 
 
 @report_style
-def plot_per_class_iou(log_csv, out_png, run_name, metric_column="val_miou", prefix="iou_"):
+def plot_per_class_iou(log_csv, out_png, run_name, classes, metric_column="val_miou", prefix="iou_"):
     """Bars of the ``<prefix><class>`` columns of the epoch with the best ``metric_column``, in
-    the classes' mask colours, with their values ("absent" for a blank or NaN IoU) and the
-    mean as a dashed line."""
+    the classes' mask colours (``classes``: name -> RGB 0..255; grey for a name not in it), with
+    their values ("absent" for a blank or NaN IoU) and the mean as a dashed line."""
     rows = read_csv(log_csv)
     best = _best_row(rows, metric_column)
     names = [k[len(prefix):] for k in best if k.startswith(prefix)]
     values = np.array([number(best[prefix + n]) for n in names])
-    colors = [PALETTE[CLASS_NAMES.index(n)] / 255 if n in CLASS_NAMES else (0.6, 0.6, 0.6) for n in names]
+    colors = [np.asarray(classes[n]) / 255 if n in classes else (0.6, 0.6, 0.6) for n in names]
     score = number(best.get(metric_column))
     fig = _figure(PAGE_WIDTH, 3.2)
     ax = fig.subplots()
@@ -181,11 +184,11 @@ def ordinal(n):
     return f"{n}{suffix}"
 
 
-def class_legend(fig, width=PAGE_WIDTH):
-    """A legend of the mask classes below the panels, each colour framed in black: one row, or
-    as many as a figure ``width`` inches wide needs (about an inch per class)."""
-    handles = [Patch(facecolor=color / 255, edgecolor=PALETTE_EDGE, linewidth=0.8, label=name)
-               for name, color in zip(CLASS_NAMES, PALETTE)]
+def class_legend(fig, classes, width=PAGE_WIDTH):
+    """A legend of the mask ``classes`` (name -> RGB 0..255) below the panels, each colour framed
+    in black: one row, or as many as a figure ``width`` inches wide needs (about an inch per class)."""
+    handles = [Patch(facecolor=np.asarray(color) / 255, edgecolor=PALETTE_EDGE, linewidth=0.8, label=name)
+               for name, color in classes.items()]
     ncol = max(1, min(len(handles), int(width / 0.9)))
     return fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
                       handlelength=1.4, columnspacing=1.0, handletextpad=0.4)
@@ -213,9 +216,10 @@ def epoch_titles(epochs, last_epoch, layout="table"):
 
 
 @report_style
-def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table", last_epoch=None):
+def plot_epoch_masks(rows, epochs, out_png, run_name, classes, layout="table", last_epoch=None):
     """P2's masks after some epochs; ``rows`` is ``[(image id, image H x W x 3 uint8 or None,
-    ground-truth H x W class map or None, [predicted class map or None for each epoch])]``.
+    ground-truth mask or None, [predicted mask or None for each epoch])]``, every mask an
+    H x W x 3 uint8 RGB mask in the colours of ``classes`` (name -> RGB 0..255, the legend).
 
     ``layout="table"``: one row per id; image, ground truth, then one column per epoch.
     ``layout="report"``: the seed's figure, ids down and epochs across, predicted masks only.
@@ -226,10 +230,7 @@ def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table", last_epoch
         raise ValueError(f"layout must be 'table' or 'report', got {layout!r}")
     if not rows:
         raise ValueError("no rows to draw")
-    cells = []
-    for _, image, truth, preds in rows:
-        masks = [None if m is None else class_to_rgb(m) for m in preds]
-        cells.append(masks if layout == "report" else [image, None if truth is None else class_to_rgb(truth)] + masks)
+    cells = [list(preds) if layout == "report" else [image, truth, *preds] for _, image, truth, preds in rows]
     titles = ([] if layout == "report" else ["image", "ground truth"]) + epoch_titles(epochs, last_epoch, layout)
     shape = next((c.shape for row in cells for c in row if c is not None), (1, 1))
     ncols = len(titles)
@@ -244,7 +245,7 @@ def plot_epoch_masks(rows, epochs, out_png, run_name, layout="table", last_epoch
     for c, title in enumerate(titles):
         axes[0][c].set_title(title, fontsize=9)
     fig.supylabel("validation image id", fontsize=9)
-    class_legend(fig, width)
+    class_legend(fig, classes, width)
     what = "predicted masks" if layout == "report" else "validation masks"
     title = f"{run_name}: {what} by epoch" + (f" (run of {last_epoch} epochs)" if last_epoch else "")
     fit_title_and_legends(fig, title, int(width * 10))  # about 10 characters of 11 pt per inch

@@ -30,14 +30,13 @@ import time
 import torch
 
 from core.checkpoint import load, restore_training, submit_epoch, to_cpu, training_state
-from core.cli import Interrupted, UserError, error_message
+from core.cli import DataError, Interrupted, UserError, error_message
 from core.distributed import all_gather_object, cleanup_distributed, get_rank, get_world_size, is_main_process, log
 from core.engine import NonFiniteLossError
 from core.fileio import AsyncWriter, remove_matching, write_json
 from core.optim import build_phase, phase_at
 from core.runtime import StopSignal, StopSignals, rng_state
 from core.sinks import EpochRecord, check as check_sinks, open_sinks, remove as remove_sink_files
-from datasets import DataError
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
 # Files each script writes besides RUN_FILES (removed with them by --overwrite), and its snapshot masks

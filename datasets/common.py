@@ -18,16 +18,14 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from core.cli import DataError
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MAX_SIDE = 20000
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
 # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that; read_rgb refuses above it itself.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 STRIP_PIXELS = 1 << 22  # pixels copied out of PIL's buffer at a time (see read_rgb)
-
-
-class DataError(ValueError):
-    """Bad input data; the message names every offending file and what is wrong with it."""
 
 
 def one_line(text):

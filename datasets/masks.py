@@ -24,6 +24,8 @@ PALETTE = np.array(
     ],
     dtype=np.uint8,
 )
+# Each class's name and colour, in class order (what core.plots' P2 figures take as ``classes``).
+CLASS_COLORS = dict(zip(CLASS_NAMES, PALETTE))
 # index = 4R + 2G + B (channels thresholded at 128); value = class id
 CODE_TO_CLASS = np.array([6, 4, 3, 0, 6, 2, 1, 5], dtype=np.uint8)
 

@@ -1,4 +1,4 @@
-"""Augmentation (core/augment.py). P1 on the device: flip, padded crop and colour jitter; the
+"""Augmentation (datasets/augment.py). P1 on the device: flip, padded crop and colour jitter; the
 seed author's combined rotation / perspective / affine warp against torchvision's own transforms,
 and colour jitter in torchvision's random order. P2: joint image + mask transforms and the
 ``--augment`` policies. Small CPU tensors only."""
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from core import augment as augment_module
-from core.augment import (P1_POLICIES, P2_POLICIES, PERSPECTIVE_DISTORTION, Compose, P1Augment, RandomCrop,
-                          RandomHorizontalFlip, RandomRotate90, augment, get_transform, jitter_colors, warp)
+from datasets import augment as augment_module
+from datasets.augment import (P1_POLICIES, P2_POLICIES, PERSPECTIVE_DISTORTION, Compose, P1Augment, RandomCrop,
+                              RandomHorizontalFlip, RandomRotate90, augment, get_transform, jitter_colors, warp)
 
 
 def smooth_images(n, size=32, seed=0):

@@ -1,10 +1,12 @@
 """Model inputs on the device (core/inputs.py): normalisation, resizing, ``make_prepare`` with and
 without P1's augmentation."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from core.inputs import make_prepare, model_inputs, to_float
+from datasets.augment import P1Augment
 from tests.factories import CPU, PREPROCESS
 
 
@@ -19,7 +21,7 @@ def test_to_float_normalises():
 def test_prepare_upsamples_and_normalises():
     images = torch.full((4, 3, 32, 32), 255, dtype=torch.uint8)
     prepare = make_prepare(CPU, {"mean": [0.5] * 3, "std": [0.25] * 3}, 48, False,
-                           {"hflip": True, "crop_padding": 0, "color_jitter": 0.0})
+                           P1Augment(48, hflip=True, crop_padding=0, color_jitter=0.0))
     x, y = prepare((images, torch.arange(4, dtype=torch.uint8)))
     assert x.shape == (4, 3, 48, 48) and x.dtype == torch.float32
     assert torch.allclose(x, torch.full_like(x, 2.0)) and y.dtype == torch.int64 and torch.equal(y, torch.arange(4))
@@ -42,7 +44,7 @@ def test_prepare_with_warp_normalises_after_it():
     images = torch.full((4, 3, 32, 32), 255, dtype=torch.uint8)
     aug = {"hflip": True, "crop_padding": 0, "color_jitter": 0.5, "jitter_order": "random", "rotation": 15.0,
            "perspective": 0.5, "affine": 15.0}
-    x, y = make_prepare(torch.device("cpu"), {"mean": [0.5] * 3, "std": [0.5] * 3}, 64, True, aug)(
+    x, y = make_prepare(torch.device("cpu"), {"mean": [0.5] * 3, "std": [0.5] * 3}, 64, True, P1Augment(64, **aug))(
         (images, torch.arange(4)))
     assert x.shape == (4, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
     assert x.min() >= -1 and x.max() <= 1 and (x == -1).any()  # filled pixels are 0 before normalising
@@ -54,5 +56,11 @@ def test_prepare_without_warp_is_the_uint8_path():
     aug = {"hflip": False, "crop_padding": 0, "color_jitter": 0.0, "jitter_order": "fixed", "rotation": 0.0,
            "perspective": 0.0, "affine": 0.0}
     pre = {"mean": [0.5] * 3, "std": [0.25] * 3}
-    x, _ = make_prepare(torch.device("cpu"), pre, 48, False, aug)((images, torch.arange(4)))
+    x, _ = make_prepare(torch.device("cpu"), pre, 48, False, P1Augment(48, **aug))((images, torch.arange(4)))
     torch.testing.assert_close(x, make_prepare(torch.device("cpu"), pre, 48)((images, torch.arange(4)))[0])
+
+
+def test_prepare_refuses_a_warp_to_another_size():
+    # The caller builds the augmentation: a warp to another side would skip the resize to img_size.
+    with pytest.raises(ValueError, match="warps to 32"):
+        make_prepare(CPU, PREPROCESS, 48, False, P1Augment(32, rotation=15.0))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from core import checkpoint, plots
 from core.fileio import write_csv
-from datasets.masks import CLASS_NAMES, PALETTE
+from datasets.masks import CLASS_COLORS, CLASS_NAMES, PALETTE, class_to_rgb
 from datasets.synthetic import generate, p2_tile
 from models import get_model
 from tests.conftest import ROOT, run_main, run_script
@@ -86,8 +86,8 @@ def bar_colors(fig):
 
 def test_per_class_iou_uses_palette_and_titles(tmp_path):
     log = write_log(tmp_path / "log.csv", 10)
-    fig8 = plots.plot_per_class_iou(log, tmp_path / "a.png", "fcn8s")
-    fig32 = plots.plot_per_class_iou(log, tmp_path / "b.png", "fcn32s")
+    fig8 = plots.plot_per_class_iou(log, tmp_path / "a.png", "fcn8s", CLASS_COLORS)
+    fig32 = plots.plot_per_class_iou(log, tmp_path / "b.png", "fcn32s", CLASS_COLORS)
     assert_png(tmp_path / "a.png")
     assert bar_colors(fig8) == [tuple(round(v / 255, 3) for v in PALETTE[c]) for c in range(6)]
     assert all(to_rgb(p.get_edgecolor()) == (0, 0, 0) for p in fig8.axes[0].patches)  # white barren stays visible
@@ -98,7 +98,8 @@ def test_per_class_iou_uses_palette_and_titles(tmp_path):
 
 @pytest.mark.parametrize("cell", ["", "nan"])
 def test_per_class_iou_absent_class(tmp_path, cell):
-    fig = plots.plot_per_class_iou(write_log(tmp_path / "log.csv", 3, iou={"water": cell}), tmp_path / "a.png", "r")
+    fig = plots.plot_per_class_iou(write_log(tmp_path / "log.csv", 3, iou={"water": cell}), tmp_path / "a.png", "r",
+                                   CLASS_COLORS)
     assert_png(tmp_path / "a.png")
     labels = [t.get_text() for t in fig.axes[0].texts]
     assert labels[4] == "absent" and labels.count("absent") == 1
@@ -109,13 +110,13 @@ def mask_rows(size=64):
     rows = []
     for image_id in ("0010", "0097", "0107"):
         image, truth = p2_tile(rng, size)
-        rows.append((image_id, image, truth, [truth, (truth + 1) % 7, truth]))
+        rows.append((image_id, image, class_to_rgb(truth), [class_to_rgb(m) for m in (truth, (truth + 1) % 7, truth)]))
     return rows
 
 
 @pytest.mark.parametrize("layout,cols", [("table", 5), ("report", 3)])
 def test_epoch_masks_layouts(tmp_path, layout, cols):
-    fig = plots.plot_epoch_masks(mask_rows(), [1, 20, 40], tmp_path / "m.png", "FCN32s", layout=layout,
+    fig = plots.plot_epoch_masks(mask_rows(), [1, 20, 40], tmp_path / "m.png", "FCN32s", CLASS_COLORS, layout=layout,
                                  last_epoch=100)
     assert_png(tmp_path / "m.png")
     cells = [ax for ax in fig.axes if ax.images or ax.texts]
@@ -141,11 +142,11 @@ def test_epoch_masks_call_only_the_runs_last_epoch_final(last_epoch, titles):
 def test_epoch_masks_missing_cells(tmp_path):
     image_id, image, truth, preds = mask_rows()[0]
     rows = [(image_id, None, truth, [preds[0], None, preds[2]]), ("0097", image, None, [None, None, None])]
-    fig = plots.plot_epoch_masks(rows, [1, 20, 40], tmp_path / "m.png", "run")
+    fig = plots.plot_epoch_masks(rows, [1, 20, 40], tmp_path / "m.png", "run", CLASS_COLORS)
     assert_png(tmp_path / "m.png")
     assert sum(t.get_text() == "missing" for ax in fig.axes for t in ax.texts) == 6
     with pytest.raises(ValueError):
-        plots.plot_epoch_masks(rows, [1, 20, 40], tmp_path / "x.png", "run", layout="grid")
+        plots.plot_epoch_masks(rows, [1, 20, 40], tmp_path / "x.png", "run", CLASS_COLORS, layout="grid")
 
 
 @pytest.mark.parametrize("n", [7, 50])
@@ -237,7 +238,7 @@ def test_epoch_masks_title_and_legend_fit_a_narrow_figure(tmp_path, epochs):
     # One or two epoch columns make a narrow figure; a title of wide characters must still wrap inside it.
     rows = [(image_id, image, truth, preds[:len(epochs)]) for image_id, image, truth, preds in mask_rows()]
     fig = plots.plot_epoch_masks(rows, epochs, tmp_path / "m.png", "WWWWW (MMMMMMMM WWWWWW, run WWWWWWWWWWWWWWWWWW)",
-                                 layout="report", last_epoch=len(epochs))
+                                 CLASS_COLORS, layout="report", last_epoch=len(epochs))
     assert_png(tmp_path / "m.png")
     fig.draw_without_rendering()  # measured at the figure's own dpi
     for artist in (fig._suptitle, fig.legends[0]):

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from core import cli, runs, runtime
-from core.augment import P1_POLICIES
 from core.inputs import IMAGENET_MEAN, IMAGENET_STD, fixed_preprocess, to_float
+from datasets.augment import P1_POLICIES
 from models import Classifier, FCN8VGG, FCN32VGg
 from tests.conftest import ROOT
 

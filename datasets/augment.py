@@ -3,7 +3,7 @@
 P1 (``P1_POLICIES``, ``P1Augment``): a uint8 batch on the device, augmented as one batch with
 per-image random draws from the device's global RNG (saved in checkpoints): flip, padded crop and
 colour jitter; the seed author's rotation, perspective and affine as one ``warp``.
-``core.inputs.make_prepare`` applies it before normalising.
+``p1_train.py`` builds one from its flags; ``core.inputs.make_prepare`` applies it before normalising.
 
 P2 (``P2_POLICIES``, ``get_transform``): joint transforms of ``(uint8 3 x H x W image, uint8 H x
 W mask)`` tensors on the CPU, in the DataLoader. Flips, 90-degree rotations and crops move pixels
