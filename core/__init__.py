@@ -18,6 +18,7 @@
     metrics        the one confusion matrix (accuracy, the course grader's mIoU)
     sliding_window the one P2 predictor: windows of any image, blended, bounded memory
     plots          every figure
+    pretrained     reads the backbone weights a model's registry entry names (--pretrained)
     hub            default checkpoints: the manifest, its publish command, the checked download
     course_grader  the course's own mIoU code, kept verbatim as a reference for tests and benchmarks/
 """
