@@ -165,7 +165,7 @@ def test_resumed_improved_run_keeps_its_normalisation_with_another_data_path(syn
     for path in (tmp_path / "b" / "p2_data" / "train").glob("*_sat.jpg"):  # other data: darker tiles
         Image.fromarray(np.asarray(Image.open(path)) // 4).save(path)
     out = tmp_path / "run"
-    extra = ("--recipe", "improved", "--switch-sgd-at", "0", "--cache-dir", str(tmp_path / "cache"))
+    extra = ("--recipe", "improved-ours", "--switch-sgd-at", "0", "--cache-dir", str(tmp_path / "cache"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     first = subprocess.run(train_cmd(synthetic_data, out, 1, *extra), env=env, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
