@@ -92,12 +92,8 @@ def to_bytes(state):
 
 def save(state, path):
     """Serialise and write atomically (temporary file, fsync, rename); an OSError (a full disk)
-    names ``path``, not the temporary file."""
-    data = to_bytes(state)
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as e:
-        raise OSError(e.errno, e.strerror or str(e), path) from None
+    names ``path``, not the temporary file (``fileio.atomic_write_bytes``)."""
+    atomic_write_bytes(path, to_bytes(state))
 
 
 def load(path, problem=None, training=False):

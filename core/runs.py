@@ -294,10 +294,7 @@ def write_args(args, script, device):
     earlier = _earlier_commands(path) if args.resume else []
     record = {"commands": earlier + [now], "started": (earlier + [now])[0].get("started", now["started"])}
     record.update({k: now[k] for k in ("device_used", "torch_version", "python_version")})
-    try:
-        write_json(path, {**vars(args), **record})
-    except OSError as e:  # name args.json, not its temporary file
-        raise OSError(e.errno, e.strerror or str(e), path) from None
+    write_json(path, {**vars(args), **record})  # an OSError names args.json, not its temporary file
 
 
 def _earlier_commands(path):

@@ -15,7 +15,7 @@ import dataclasses
 import os
 
 from core import tensorboard
-from core.fileio import CSVLog, naming
+from core.fileio import CSVLog
 
 # The flag (its ``args`` attribute) that turns each optional sink on.
 OPTIONAL = {"tensorboard": tensorboard.TensorBoard}
@@ -69,10 +69,7 @@ class CSVFile:
     def write(self, record):
         row = {"epoch": record.epoch, "phase": record.phase,
                **{c: csv_cell(c, v) for c, v in record.values.items()}}
-        try:
-            self.log.append(row)
-        except OSError as e:  # name log.csv, not its temporary file
-            raise naming(e, self.log.path) from None
+        self.log.append(row)  # an OSError names log.csv, not its temporary file (fileio.atomic_write_bytes)
 
     def close(self):
         pass
