@@ -170,9 +170,6 @@ def main(argv=None):
 
 def check_args(args):
     """Every combination of flags that cannot run, found before any data is read."""
-    if args.model not in model_names("p1"):  # only a resumed run can name one: --model takes registered names
-        raise cli.UserError(f"--resume {args.resume}: the run's model {args.model} is not registered here "
-                            f"(registered: {', '.join(model_names('p1'))}; models/__init__.py)")
     if args.batch_size < 2:
         raise cli.UserError("--batch-size 1: the classifier's BatchNorm1d cannot train on batches of one; "
                             "use 2 or more")

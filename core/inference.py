@@ -25,8 +25,6 @@ from core.checkpoint import CheckpointError, load_model
 from core.inputs import model_inputs
 from core.runtime import PRECISIONS, autocast, inference_dtype, precision_name, resolve_device
 
-# What each problem grades when no model is named: the model of hw2_p1.sh / hw2_p2.sh.
-
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:

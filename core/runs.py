@@ -37,6 +37,7 @@ from core.fileio import AsyncWriter, remove_matching, write_json
 from core.optim import build_phase, phase_at
 from core.runtime import StopSignal, StopSignals, rng_state
 from core.sinks import EpochRecord, check as check_sinks, open_sinks, remove as remove_sink_files
+from models import model_names
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "args.json")
 # Files each script writes besides RUN_FILES (removed with them by --overwrite), and its snapshot masks
@@ -182,6 +183,9 @@ def parse(parser, argv, problem, recipes):
     parser.set_defaults(**{**recipes.get(recipe, {}), **saved})  # an unknown --recipe: parse_args names it
     args = parser.parse_args(argv)
     if ckpt is not None:
+        if getattr(args, "model", None) not in (None, *model_names(problem)):  # only a resumed run can name another
+            raise UserError(f"--resume {args.resume}: the run's model {args.model} is not registered here "
+                            f"(registered: {', '.join(model_names(problem))}; models/__init__.py)")
         check_resume(args, ckpt, args.resume)
         args.output_dir = resume_folder(args.resume, args.output_dir, ckpt)
     for key in ("data_path", "cache_dir"):
