@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from core import checkpoint, runs
-from tests.conftest import ROOT, run_main
+from tests.conftest import ROOT, finish_script, run_main, run_script, script_cmd, start_script
 
 
 def train_cmd(data, out, epochs=2, *extra):
@@ -30,9 +30,8 @@ def log_epochs(run):
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     crop = ("--img-size", "256")  # cheaper training steps; validation (full tiles) keeps epoch 2 several times 0.3 s
-    full = subprocess.run(train_cmd(synthetic_data, tmp_path / "full", 2, *crop), env=env, capture_output=True,
-                          text=True)
-    assert full.returncode == 0, full.stderr
+    # The uninterrupted run trains beside the one that is killed (one thread each, two cores).
+    full = start_script(*train_cmd(synthetic_data, tmp_path / "full", 2, *crop), cwd=ROOT)
     cut = tmp_path / "cut"
     proc = subprocess.Popen(train_cmd(synthetic_data, cut, 2, *crop), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -48,6 +47,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(synthetic_data, 
     resumed = subprocess.run(train_cmd(synthetic_data, cut, 2, *crop, "--resume", str(cut / "last.pt")), env=env,
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
+    full = finish_script(full)
+    assert full.returncode == 0, full.stderr
     a = checkpoint.load(str(tmp_path / "full" / "last.pt"), training=True)
     b = checkpoint.load(str(cut / "last.pt"), training=True)
     assert a["epoch"] == b["epoch"] == 2 and a["phase"] == b["phase"] and a["best_score"] == b["best_score"]
@@ -160,18 +161,15 @@ def test_a_size_the_machine_cannot_hold_is_refused_before_allocating(synthetic_d
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_resumed_improved_run_keeps_its_normalisation_with_another_data_path(synthetic_data, tmp_path):
+def test_resumed_improved_run_keeps_its_normalisation_with_another_data_path(synthetic_data, fcn8s_run, tmp_path):
     shutil.copytree(synthetic_data / "p2_data", tmp_path / "b" / "p2_data")
     for path in (tmp_path / "b" / "p2_data" / "train").glob("*_sat.jpg"):  # other data: darker tiles
         Image.fromarray(np.asarray(Image.open(path)) // 4).save(path)
     out = tmp_path / "run"
-    extra = ("--recipe", "improved-ours", "--switch-sgd-at", "0", "--cache-dir", str(tmp_path / "cache"))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    first = subprocess.run(train_cmd(synthetic_data, out, 1, *extra), env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
+    shutil.copytree(fcn8s_run, out)  # --recipe improved-ours: normalised by its training data's statistics
     before = checkpoint.load(str(out / "last.pt"), "p2", training=True)["preprocess"]
-    r = subprocess.run(train_cmd(tmp_path / "b", out, 2, *extra, "--resume", str(out / "last.pt")), env=env,
-                       capture_output=True, text=True)
+    r = run_script(*script_cmd("p2_train.py", "--resume", out / "last.pt", "--epochs", "3", "--data-path",
+                               tmp_path / "b" / "p2_data", "--cache-dir", tmp_path / "cache"), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     after = checkpoint.load(str(out / "last.pt"), "p2", training=True)
-    assert after["epoch"] == 2 and after["preprocess"] == before
+    assert after["epoch"] == 3 and after["preprocess"] == before

@@ -3,9 +3,9 @@ the checkpoint split, resume), ``hw2_p1.sh`` / ``p1_test.py`` (labelled and unla
 paths with spaces, another cwd, a missing checkpoint) and ``p1_tsne.py``, as subprocesses
 (``--help`` and the argument errors: ``main(argv)`` in this process, ``run_main``).
 
-One module-scoped run trains ``--width 4 --img-size 32`` for 12 epochs; the other tests reuse
-its checkpoints. Each script runs on one thread: on a shared 2-core machine two threads per
-process are several times slower for these small convolutions.
+The session's ``p1_run`` (conftest: ``--width 4 --img-size 32``, 6 epochs) is the run the tests
+read. Each script runs on one thread: on a shared 2-core machine two threads per process are
+several times slower for these small convolutions.
 """
 import os
 import shutil
@@ -15,14 +15,7 @@ import pytest
 
 from core import checkpoint
 from core.fileio import read_csv
-from datasets.synthetic import generate
-from tests.conftest import ROOT, run_main, run_script
-
-EPOCHS = 12
-# The tiny recipe: best val accuracy 0.28-0.41 over seeds 0-3 on this set (chance is 0.02).
-TINY = ("--width", "4", "--img-size", "32", "--batch-size", "25", "--optimizer", "adam", "--lr", "1e-3",
-        "--weight-decay", "0", "--lr-schedule", "none", "--label-smoothing", "0", "--no-hflip", "--crop-padding", "0",
-        "--color-jitter", "0", "--workers", "0")
+from tests.conftest import P1_EPOCHS, ROOT, run_main, run_script
 
 
 def train(data, out, *extra, check=True):
@@ -31,21 +24,6 @@ def train(data, out, *extra, check=True):
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
-
-
-@pytest.fixture(scope="module")
-def p1_data(tmp_path_factory):
-    """20 train / 6 val images per class (the synthetic defaults), P2 part kept tiny."""
-    out = tmp_path_factory.mktemp("p1") / "data"
-    generate(str(out), seed=0, p1_train_per_class=20, p1_val_per_class=6, p2_train=0, p2_val=0, p2_size=32)
-    return out / "p1_data"
-
-
-@pytest.fixture(scope="module")
-def trained(p1_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("p1") / "run"
-    train(p1_data, out, *TINY, "--epochs", str(EPOCHS), "--cache-dir", str(tmp_path_factory.mktemp("cache")))
-    return out
 
 
 def test_help_shows_defaults_and_says_the_recipe_is_ours(capsys, monkeypatch):
@@ -62,28 +40,29 @@ def test_help_shows_defaults_and_says_the_recipe_is_ours(capsys, monkeypatch):
 # --------------------------------------------------------------------------- training
 
 
-def test_training_beats_chance_and_writes_outputs(trained):
-    rows = read_csv(trained / "log.csv")
-    assert [int(r["epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+def test_training_beats_chance_and_writes_outputs(p1_run):
+    rows = read_csv(p1_run / "log.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, P1_EPOCHS + 1))
     assert {"val_acc", "val_loss", "train_seconds", "val_seconds", "other_seconds"} <= set(rows[0])
-    best = checkpoint.load(str(trained / "best.pt"), "p1")
+    best = checkpoint.load(str(p1_run / "best.pt"), "p1")
     score = best["meta"]["val_acc"]
     assert score == pytest.approx(max(float(r["val_acc"]) for r in rows), abs=1e-6)
-    assert score > 0.2, f"best val accuracy {score} is not far above chance (0.02)"
+    # 6x chance, 12 standard deviations above it on 300 images (conftest: 0.15-0.22 over seeds 0-3).
+    assert score > 0.12, f"best val accuracy {score} is not far above chance (0.02)"
     assert best["kind"] == "inference" and len(best["preprocess"]["mean"]) == 3
     assert best["model_kwargs"] == {"num_classes": 50, "width": 4, "img_size": 32}
-    per_class = read_csv(trained / "per_class_acc.csv")
+    per_class = read_csv(p1_run / "per_class_acc.csv")
     assert len(per_class) == 50 and sum(int(r["correct"]) for r in per_class) == round(score * 300)
     for name in ("curves.png", "confusion_matrix.png", "last.pt", "args.json"):
-        assert (trained / name).stat().st_size > 0
+        assert (p1_run / name).stat().st_size > 0
 
 
-def test_resume_continues_from_saved_epoch(trained, p1_data, tmp_path):
+def test_resume_continues_from_saved_epoch(p1_run, p1_data, tmp_path):
     out = tmp_path / "resumed"
-    shutil.copytree(trained, out)
-    train(p1_data, out, "--resume", str(out / "last.pt"), "--epochs", str(EPOCHS + 1), "--no-cache")
-    assert [int(r["epoch"]) for r in read_csv(out / "log.csv")] == list(range(1, EPOCHS + 2))
-    assert checkpoint.load(str(out / "last.pt"), "p1", training=True)["epoch"] == EPOCHS + 1
+    shutil.copytree(p1_run, out)
+    train(p1_data, out, "--resume", str(out / "last.pt"), "--epochs", str(P1_EPOCHS + 1), "--no-cache")
+    assert [int(r["epoch"]) for r in read_csv(out / "log.csv")] == list(range(1, P1_EPOCHS + 2))
+    assert checkpoint.load(str(out / "last.pt"), "p1", training=True)["epoch"] == P1_EPOCHS + 1
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -114,7 +93,7 @@ def check_predictions(csv_path, names):
     return [int(r["label"]) for r in rows]
 
 
-def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path, capsys, monkeypatch):
+def test_hw2_p1_sh_labelled_and_unlabelled(p1_run, p1_data, tmp_path, capsys, monkeypatch):
     base = tmp_path / "a folder with spaces"
     labelled, unlabelled = base / "val images", base / "test images"
     shutil.copytree(p1_data / "val_50", labelled)
@@ -123,7 +102,7 @@ def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path, capsys, m
     for i, name in enumerate(names):  # unlabelled names keep the labelled sorted order
         shutil.copy(labelled / name, unlabelled / f"img {i:04d}.png")
     ckpt = base / "my ckpt.pt"
-    shutil.copy(trained / "best.pt", ckpt)
+    shutil.copy(p1_run / "best.pt", ckpt)
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     env = {"P1_CKPT": str(ckpt)}
@@ -148,9 +127,9 @@ def test_hw2_p1_sh_labelled_and_unlabelled(trained, p1_data, tmp_path, capsys, m
     assert code != 0 and "carries no label" in err
 
 
-def test_last_pt_grades_like_best_pt(trained, p1_data, tmp_path):
+def test_last_pt_grades_like_best_pt(p1_run, p1_data, tmp_path):
     """The grading scripts accept the training checkpoint too (same weights format)."""
-    env = {"P1_CKPT": str(trained / "last.pt")}
+    env = {"P1_CKPT": str(p1_run / "last.pt")}
     r = run_script("bash", os.path.join(ROOT, "hw2_p1.sh"), str(p1_data / "val_50"), str(tmp_path / "p.csv"),
                    cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
@@ -170,8 +149,8 @@ def test_missing_checkpoint_is_a_clear_error(p1_data, tmp_path):
 # --------------------------------------------------------------------------- t-SNE
 
 
-def test_tsne_writes_figure_and_every_coordinate(trained, p1_data, tmp_path):
-    r = run_script(sys.executable, os.path.join(ROOT, "p1_tsne.py"), "--checkpoint", str(trained / "best.pt"),
+def test_tsne_writes_figure_and_every_coordinate(p1_run, p1_data, tmp_path):
+    r = run_script(sys.executable, os.path.join(ROOT, "p1_tsne.py"), "--checkpoint", str(p1_run / "best.pt"),
                    "--images", str(p1_data / "val_50"), "--max-images", "60", "--output-dir", str(tmp_path / "tsne"),
                    cwd=tmp_path)
     assert r.returncode == 0, r.stderr

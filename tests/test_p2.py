@@ -23,8 +23,8 @@ from core.inputs import fixed_preprocess
 from core.metrics import ConfusionMatrix
 from datasets import NUM_CLASSES, P2Tiles, read_mask
 from datasets.stats import channel_stats, median_frequency_weights
-from tests.conftest import ROOT, default_sigint, run_main
-from tests.test_tensorboard import HAS_TENSORBOARD, assert_scalars_equal_log, events, needs_tensorboard
+from tests.conftest import ROOT, default_sigint, run_main, run_script, run_scripts
+from tests.test_tensorboard import assert_scalars_equal_log, events, needs_tensorboard
 
 
 def train_argv(data, out, *extra, cache=None):
@@ -33,10 +33,13 @@ def train_argv(data, out, *extra, cache=None):
             "--workers", "0", "--device", "cpu", *extra]
 
 
+def train_cmd(data, out, *extra, cache=None):
+    return [sys.executable, os.path.join(ROOT, "p2_train.py"), *train_argv(data, out, *extra, cache=cache)]
+
+
 def train(data, out, *extra, cache=None, check=True):
     """Run p2_train.py; returns the CompletedProcess (stdout + stderr as text)."""
-    cmd = [sys.executable, os.path.join(ROOT, "p2_train.py"), *train_argv(data, out, *extra, cache=cache)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(train_cmd(data, out, *extra, cache=cache), capture_output=True, text=True, cwd=ROOT)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -66,16 +69,6 @@ def majority_baseline_miou(data):
         gt = torch.from_numpy(np.asarray(val.load(k)[1]))
         cm.update(gt, torch.full_like(gt, int(counts.argmax())))
     return cm.mean_iou()[0]
-
-
-@pytest.fixture(scope="module")
-def fcn8s_run(synthetic_data, tmp_path_factory):
-    """Our improved recipe for 2 epochs (focal loss, dataset normalisation, Adam 1e-3), snapshots 1 and 2,
-    logged for TensorBoard too."""
-    out = tmp_path_factory.mktemp("p2") / "fcn8s run"
-    train(synthetic_data, out, "--recipe", "improved-ours", "--epochs", "2", "--switch-sgd-at", "0", "--lr", "1e-3",
-          "--snapshot-epochs", "1,2", *(["--tensorboard"] if HAS_TENSORBOARD else []))
-    return out
 
 
 # ---------------------------------------------------------------- recipes and arguments
@@ -165,12 +158,15 @@ def test_resume_and_switch_to_sgd_match_an_uninterrupted_run(synthetic_data, tmp
     flags = ("--model", "fcn32s", "--img-size", "128", "--lr", "1e-3", "--switch-sgd-at", "2", "--sgd-lr", "0.01",
              "--normalize", "dataset", "--augment", "d4", "--snapshot-ids", "0010,9999", "--snapshot-epochs", "2",
              "--epochs", "2")
-    train(synthetic_data, tmp_path / "full", *flags)
-    r = train(synthetic_data, tmp_path / "cut", *flags, "--epochs", "1", "--snapshot-epochs", "1", check=False)
-    assert r.returncode == 0, r.stderr
+    # The uninterrupted run and the first epoch of the cut one side by side (one thread each, two cores).
+    for r in run_scripts(train_cmd(synthetic_data, tmp_path / "full", *flags),
+                         train_cmd(synthetic_data, tmp_path / "cut", *flags, "--epochs", "1", "--snapshot-epochs", "1"),
+                         cwd=ROOT):
+        assert r.returncode == 0, r.stderr[-3000:]
     # A resumed run takes its settings from the checkpoint; --epochs may grow (no schedule here).
-    r = train(synthetic_data, tmp_path / "cut", "--resume", str(tmp_path / "cut" / "last.pt"), "--epochs", "2",
-              "--snapshot-epochs", "2")
+    r = run_script(*train_cmd(synthetic_data, tmp_path / "cut", "--resume", str(tmp_path / "cut" / "last.pt"),
+                              "--epochs", "2", "--snapshot-epochs", "2"), cwd=ROOT)  # one thread, as the others
+    assert r.returncode == 0, r.stderr[-3000:]
     full, cut = read_csv(tmp_path / "full" / "log.csv"), read_csv(tmp_path / "cut" / "log.csv")
     assert [r["epoch"] for r in full] == [r["epoch"] for r in cut] == ["1", "2"]
     assert [r["phase"] for r in full] == [r["phase"] for r in cut] == ["adam", "sgd"]

@@ -2,7 +2,6 @@
 file read back equals log.csv, also after a resume; --overwrite removes only the event files; the
 missing package is one line before any data is read. A P2 run's masks: tests/test_p2.py."""
 import argparse
-import importlib.util
 import os
 import re
 import sys
@@ -13,10 +12,9 @@ import torch
 
 from core import cli, runs, sinks
 from core.fileio import read_csv
-from tests.conftest import ROOT, run_script
+from tests.conftest import HAS_TENSORBOARD, ROOT, run_script
 from tests.factories import classifier, inference_ckpt, training_ckpt
 
-HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 # Only the missing-package test runs without it; `make test` installs it (requirements-optional.txt).
 needs_tensorboard = pytest.mark.skipif(not HAS_TENSORBOARD, reason="the optional tensorboard package is not installed")
 
