@@ -58,6 +58,7 @@ def _worker(rank, world, port, grad_data, eval_data, out):
     result.update(mat=cm.mat, loss=torch.tensor(loss), seen=seen)
     if distributed.is_main_process():
         torch.save(result, out)
+    distributed.barrier()  # both ranks done before either tears the group down (rank 0 holds the store)
     distributed.cleanup_distributed()
 
 
