@@ -1,8 +1,8 @@
-"""Shared fixtures and helpers: a small synthetic hw2_data tree and three brief runs on it, made
-once per test session, ``run_script`` for running the entry points as subprocesses (``run_scripts``
-for several side by side, ``start_script``/``finish_script`` for one beside the test's own work), and
-``run_main`` for running one in this process (no interpreter and torch start-up, about 3 s of CPU
-each)."""
+"""Shared fixtures and helpers: small synthetic hw2_data trees and the brief training runs several
+tests read, made once per test session (started early, on a background thread: ``EarlyRuns``);
+``run_script`` for running the entry points as subprocesses (``run_scripts`` for several side by
+side, ``start_script``/``finish_script`` for one beside the test's own work), and ``run_main`` for
+running one in this process (no interpreter and torch start-up, about 3 s of CPU each)."""
 import functools
 import importlib.util
 import os
@@ -112,7 +112,7 @@ def synthetic_data(tmp_path_factory):
 # the runs that collected tests need train one after another on a background thread from the start
 # of the session, in the order the tests first need them, on the core the tests leave idle; each
 # fixture waits for its own run. Their outcome does not depend on that: every script runs on one
-# thread. (On 2 cores this takes about 40 s off the suite.)
+# thread. (The suite's time: README, ``make test``.)
 
 def script_cmd(name, *argv):
     return [sys.executable, os.path.join(ROOT, name), *map(str, argv)]
@@ -198,6 +198,8 @@ class EarlyRuns:
                         self.failures[name] = "the session ended first"
                         break
                     self.current = start_script(*cmd, cwd=ROOT)
+                    if self.stopping:  # stop() ran while it started: it saw the previous process
+                        self.current.kill()
                     r = finish_script(self.current)
                     if r.returncode != 0:
                         self.failures[name] = f"{' '.join(map(str, cmd))}\n{r.stderr[-3000:]}"
